@@ -1,0 +1,56 @@
+"""Typed configuration base shared by every stage.
+
+Every stage has one pydantic model deriving from :class:`StageConfig`. Unknown keys are
+rejected and validation errors are turned into :class:`~curation.errors.ConfigError`
+messages that name the key path and the offending value.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from curation.errors import ConfigError
+
+T = TypeVar("T", bound="StageConfig")
+
+
+class StageConfig(BaseModel):
+    """Base for stage configs: strict keys, immutable, hashable into a fingerprint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+        """Validate ``data`` into this config; raise ConfigError naming ``where.key = value``."""
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, data or {}, where)) from None
+
+    def fingerprint(self) -> str:
+        """A stable hash of the config's values, used to detect changed configs on rerun."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+def config_hash(data: Any) -> str:
+    """sha256 (16 hex chars) of the canonical JSON of ``data``."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def format_validation_error(e: ValidationError, data: dict, where: str = "") -> str:
+    """One line per problem: ``stages.2.threshold: Input should be a valid number (got 'x')``."""
+    lines = []
+    for err in e.errors():
+        path = ".".join(str(p) for p in ((where,) if where else ()) + tuple(err["loc"]))
+        value = err.get("input", None)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (value {value!r})")
+        elif err["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {value!r})")
+    return "; ".join(lines)

@@ -1,0 +1,57 @@
+"""Ray helpers: one way to start/attach Ray, and a retrying parallel map over shards.
+
+``map_tasks`` is what per-shard stages use: each item becomes a Ray task; a task lost
+with its node is retried (``max_retries``), and because tasks commit their own outputs
+atomically and are deterministic, a retry costs time, never samples.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Attach to ``address``/``RAY_ADDRESS`` or start an embedded local Ray (idempotent)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True,
+                              "include_dashboard": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        store = int(os.environ.get("CURATION_RAY_OBJECT_STORE_BYTES", 1 << 30))
+        ray.init(num_cpus=num_cpus, object_store_memory=store, _node_ip_address="127.0.0.1", **kwargs)
+
+
+def map_tasks(fn: Callable[..., Any], items: Sequence[Any], *, num_cpus: float = 1,
+              max_retries: int = 3, on_done: Callable[[int, Any], None] | None = None,
+              resources: dict | None = None, **kwargs: Any) -> list[Any]:
+    """Run ``fn(item, **kwargs)`` as a Ray task per item; return results in item order.
+
+    ``on_done(index, result)`` is called as each finishes (progress bars, stats).
+    """
+    import ray
+
+    ensure_ray()
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False,
+                        resources=resources or None)(fn)
+    refs = [remote.remote(item, **kwargs) for item in items]
+    index = {r: i for i, r in enumerate(refs)}
+    results: list[Any] = [None] * len(refs)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for r in done:
+            i = index[r]
+            results[i] = ray.get(r)
+            if on_done:
+                on_done(i, results[i])
+    return results
+
+
+def chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
