@@ -46,3 +46,14 @@ def _shutdown_ray_at_end():
             ray.shutdown()
     except Exception:
         pass
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real SeaweedFS S3 server on 127.0.0.1 for the whole session (``.url(path)``,
+    ``.storage_options`` for s3fs/fsspec, ``.bucket``, ``.endpoint_url``)."""
+    from tests.s3server import start_s3_server
+
+    server = start_s3_server()
+    yield server
+    server.stop()

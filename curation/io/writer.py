@@ -45,7 +45,9 @@ class ShardWriter:
     """Streams samples of one shard into ``shards/NNNNNN.tar`` and its metadata Parquet.
 
     Use as a context manager (from :meth:`DatasetWriter.shard`): on a clean exit both
-    files are committed; on an exception neither appears.
+    files are committed; on an exception neither appears. Several processes or Ray tasks
+    may each hold a ``DatasetWriter`` for the same output and write different shards;
+    leftover temps are only removed at :meth:`DatasetWriter.commit`.
     """
 
     def __init__(self, writer: "DatasetWriter", shard_id: int):
@@ -195,8 +197,6 @@ class DatasetWriter:
         else:
             self.fs.makedirs(self.root, exist_ok=True)
             atomic_write_bytes(self.fs, state_path, json.dumps(mine).encode())
-        for d in ("shards", f"meta/v{self.version}"):
-            clean_temps(self.fs, join(self.root, d))
 
     @property
     def is_complete(self) -> bool:
@@ -240,6 +240,9 @@ class DatasetWriter:
         if extra:
             manifest["extra"] = extra
         write_manifest(self.fs, self.root, manifest, self.url)
+        # only now, with every writer finished, are leftover temps certainly stale
+        for d in ("shards", f"meta/v{self.version}"):
+            clean_temps(self.fs, join(self.root, d))
         return Dataset(self.url, self.storage_options)
 
 
@@ -292,7 +295,6 @@ class VersionWriter:
             state = join(meta_root, f"v{v}", "_stage.json")
             try:
                 if json.loads(self.fs.cat_file(state)) == me:
-                    clean_temps(self.fs, join(meta_root, f"v{v}"))
                     return v
             except (FileNotFoundError, json.JSONDecodeError):
                 continue
@@ -352,6 +354,8 @@ class VersionWriter:
         elif m.get("embeddings") and m["embeddings"]["version"] not in [h["version"] for h in chain]:
             m["embeddings"] = None
         write_manifest(self.fs, self.root, m, self.ds.url)
+        for d in (f"meta/v{self.version}", f"emb/v{self.version}"):
+            clean_temps(self.fs, join(self.root, d))
         return Dataset(self.ds.url, self.ds.storage_options)
 
 
