@@ -28,21 +28,29 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 def map_tasks(fn: Callable[..., Any], items: Sequence[Any], *, num_cpus: float = 1,
               max_retries: int = 3, on_done: Callable[[int, Any], None] | None = None,
-              resources: dict | None = None, **kwargs: Any) -> list[Any]:
+              resources: dict | None = None, max_in_flight: int | None = None,
+              **kwargs: Any) -> list[Any]:
     """Run ``fn(item, **kwargs)`` as a Ray task per item; return results in item order.
 
     ``on_done(index, result)`` is called as each finishes (progress bars, stats).
+    ``max_in_flight`` caps how many tasks run at once (None: as many as Ray schedules).
     """
     import ray
 
     ensure_ray()
     remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False,
                         resources=resources or None)(fn)
-    refs = [remote.remote(item, **kwargs) for item in items]
-    index = {r: i for i, r in enumerate(refs)}
-    results: list[Any] = [None] * len(refs)
-    pending = list(refs)
-    while pending:
+    limit = max_in_flight or len(items) or 1
+    results: list[Any] = [None] * len(items)
+    index: dict[Any, int] = {}
+    pending: list[Any] = []
+    nxt = 0
+    while nxt < len(items) or pending:
+        while nxt < len(items) and len(pending) < limit:
+            ref = remote.remote(items[nxt], **kwargs)
+            index[ref] = nxt
+            pending.append(ref)
+            nxt += 1
         done, pending = ray.wait(pending, num_returns=1)
         for r in done:
             i = index[r]

@@ -43,12 +43,14 @@ class StageContext:
 
     Attributes:
         output: root URL where producing stages write their dataset.
+        input: the pipeline's input URL (URL list, shards, ...) for a first stage.
         storage_options: fsspec options for every URL of the run.
         progress: ``progress(done_shards, total_shards, samples)`` callback for live bars.
         stats: the stage fills it; the executor times it and saves it.
     """
 
     output: str
+    input: str | None = None          # the pipeline's input (first, producing stages read it)
     storage_options: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[int, int, int], None] = lambda done, total, samples: None
     stats: StageStats | None = None
