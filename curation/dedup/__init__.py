@@ -1,0 +1,26 @@
+"""Deduplication: exact (sha256), perceptual (pHash + multi-index hashing), semantic
+(SemDeDup) and evaluation-set decontamination. See ``stage.py`` and ``core.py``."""
+from __future__ import annotations
+
+
+def __getattr__(name):  # lazy: keep `import curation.dedup` light (no faiss/ray on import)
+    if name in ("dedup_groups", "evaluate"):
+        from curation.dedup import report
+
+        return getattr(report, name)
+    if name == "find_duplicates":
+        from curation.dedup.core import find_duplicates
+
+        return find_duplicates
+    if name in ("DedupStage",):
+        from curation.dedup.stage import DedupStage
+
+        return DedupStage
+    if name == "DedupConfig":
+        from curation.dedup.config import DedupConfig
+
+        return DedupConfig
+    raise AttributeError(name)
+
+
+__all__ = ["DedupStage", "DedupConfig", "find_duplicates", "dedup_groups", "evaluate"]

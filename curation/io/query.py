@@ -41,7 +41,11 @@ def connect(ds: Dataset, *, threads: int | None = None) -> duckdb.DuckDBPyConnec
         cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ds.columns) or "NULL AS uid"
         con.execute(f"CREATE VIEW samples AS SELECT {cols} WHERE false")
     if emb:
-        con.execute(f"CREATE VIEW embeddings AS SELECT * FROM read_parquet({_sql_list(emb)})")
+        # Parquet has no fixed-size list type, so DuckDB reads FLOAT[]; cast to FLOAT[d] so
+        # array_cosine_similarity & co. work (the contract says FLOAT[d]).
+        d = int((ds.embeddings or {}).get("dim") or 0)
+        cast = (f" REPLACE (image_emb::FLOAT[{d}] AS image_emb, text_emb::FLOAT[{d}] AS text_emb)" if d else "")
+        con.execute(f"CREATE VIEW embeddings AS SELECT *{cast} FROM read_parquet({_sql_list(emb)})")
     return con
 
 

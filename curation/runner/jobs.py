@@ -23,7 +23,20 @@ class JobError(CurationError):
 
 
 def client(address: str):
+    """A job client; sends the cluster's auth token when one is configured.
+
+    Ray clusters started with token authentication (the default in recent Ray) need the
+    token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``.
+    """
     from ray.job_submission import JobSubmissionClient
+
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except ImportError:  # older Ray without token auth
+        pass
 
     try:
         return JobSubmissionClient(address)

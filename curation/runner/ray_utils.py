@@ -23,23 +23,28 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     else:
         store = int(os.environ.get("CURATION_RAY_OBJECT_STORE_BYTES", 1 << 30))
-        ray.init(num_cpus=num_cpus, object_store_memory=store, _node_ip_address="127.0.0.1", **kwargs)
+        # address="local": always start our own embedded Ray; without it ray.init attaches to
+        # whatever cluster another process on this machine happens to be running
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=store,
+                 _node_ip_address="127.0.0.1", **kwargs)
 
 
 def map_tasks(fn: Callable[..., Any], items: Sequence[Any], *, num_cpus: float = 1,
               max_retries: int = 3, on_done: Callable[[int, Any], None] | None = None,
               resources: dict | None = None, max_in_flight: int | None = None,
-              **kwargs: Any) -> list[Any]:
+              num_gpus: float = 0, **kwargs: Any) -> list[Any]:
     """Run ``fn(item, **kwargs)`` as a Ray task per item; return results in item order.
 
     ``on_done(index, result)`` is called as each finishes (progress bars, stats).
     ``max_in_flight`` caps how many tasks run at once (None: as many as Ray schedules).
+    ``num_gpus`` reserves GPUs per task (Ray refuses ``GPU`` inside ``resources``).
     """
     import ray
 
     ensure_ray()
+    extra = {"num_gpus": num_gpus} if num_gpus else {}
     remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False,
-                        resources=resources or None)(fn)
+                        resources=resources or None, **extra)(fn)
     limit = max_in_flight or len(items) or 1
     results: list[Any] = [None] * len(items)
     index: dict[Any, int] = {}

@@ -1,0 +1,74 @@
+"""The caption stage's typed configuration."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from curation.caption.search import DecodeOptions
+from curation.config import StageConfig
+
+
+class CaptionConfig(StageConfig):
+    """How synthetic captions are made, scored and mixed with the raw ones.
+
+    Attributes:
+        method: ``coca`` (generate with an open_clip CoCa model) or ``retrieval`` (pick the
+            most CLIP-similar text of a bank).
+        model, pretrained: the CoCa model (any open_clip form: tag, ``hf-hub:``, file,
+            project checkpoint folder); used by ``coca`` only.
+        decoding: ``greedy``, ``sample`` (temperature/top_k/top_p, seeded) or ``beam``.
+        max_new_tokens / min_new_tokens: caption length bounds in tokens.
+        bank: retrieval candidates: ``synth`` (the synthetic corpus vocabulary) or a text file
+            URL, one caption per line.
+        classes: optional class labels (``synth`` or a file) to restrict retrieval to the
+            image's predicted class (``restrict_to_class``), prompted with ``class_template``.
+        clip_model, clip_pretrained: the CLIP that scores raw and synthetic pairs (and
+            retrieves). Default: the model of the dataset's last ``score`` stage, so
+            ``synthetic_clip_score`` is comparable with ``clip_score``.
+        threshold: the CLIP rule of the mixing policy (pass iff score >= threshold).
+        mode: ``mix`` (Nguyen et al. 2023) or ``both`` (keep both, LaCLIP-style).
+        batch_size: images per forward pass. device: ``auto`` uses CUDA when a task sees one.
+        num_cpus, num_gpus: Ray resources per shard task.
+    """
+
+    method: Literal["coca", "retrieval"] = "coca"
+    model: str = "coca_ViT-L-14"
+    pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"
+    decoding: Literal["greedy", "sample", "beam"] = "greedy"
+    max_new_tokens: int = Field(30, ge=1, le=255)
+    min_new_tokens: int = Field(4, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    num_beams: int = Field(3, ge=1, le=32)
+    length_penalty: float = 1.0
+    seed: int = 0
+    bank: str = "synth"
+    classes: str | None = None
+    restrict_to_class: bool = False
+    class_template: str = "a photo of a {}"
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
+    threshold: float = 0.28
+    mode: Literal["mix", "both"] = "mix"
+    batch_size: int = Field(64, ge=1, le=65536)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CaptionConfig":
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) exceeds max_new_tokens ({self.max_new_tokens})")
+        if self.restrict_to_class and not self.classes:
+            raise ValueError("restrict_to_class needs `classes` (synth or a file of class labels)")
+        if "{}" not in self.class_template:
+            raise ValueError(f"class_template must contain '{{}}' (got {self.class_template!r})")
+        return self
+
+    def decode_options(self) -> DecodeOptions:
+        return DecodeOptions(method=self.decoding, max_new_tokens=self.max_new_tokens,
+                             min_new_tokens=self.min_new_tokens, temperature=self.temperature,
+                             top_k=self.top_k, top_p=self.top_p, num_beams=self.num_beams,
+                             length_penalty=self.length_penalty, seed=self.seed)

@@ -1,0 +1,224 @@
+"""The ``score`` stage: open_clip embeddings and ``clip_score`` for every successful sample.
+
+Output of version N (DESIGN.md section 3):
+
+* ``meta/vN``: every parent row and column, plus ``clip_score`` (raw cosine of the
+  L2-normalised embeddings, float32, as LAION/DataComp store it), ``clip_model``
+  (``<arch>/<pretrained>``) and ``score_error`` (why a successful download could not be
+  scored, e.g. ``decode_error: ...``). Failed downloads keep nulls in all three.
+* ``emb/vN``: ``uid``, ``image_emb``, ``text_emb`` as ``fixed_size_list<float32>[d]``
+  (DuckDB ``FLOAT[d]``), **row-aligned with the shard's metadata**: one row per metadata
+  row, null vectors where nothing was scored, so joins work by position or by ``uid``.
+
+Execution is a Ray Data job (see :mod:`curation.score.embed`); shards are committed by the
+driver as their last batch arrives, so a killed run resumes at the first uncommitted shard.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from curation.config import StageConfig
+from curation.io import Dataset
+from curation.runner.stage import Stage, StageContext
+from curation.score.preprocess import PixelPipeline
+
+NEW_COLUMNS = ("clip_score", "clip_model", "score_error")
+
+
+class ScoreConfig(StageConfig):
+    """Which model, and how to run it.
+
+    Attributes:
+        model: open_clip architecture, ``hf-hub:org/name``, or a project checkpoint folder.
+        pretrained: open_clip pretrained tag, a weights file, or a checkpoint folder.
+        batch_size: samples per forward pass.
+        device: ``auto`` uses GPUs when the Ray cluster has them (one actor per GPU).
+        precision: ``auto`` is bf16 on GPU and fp32 on CPU.
+        decode: ``pil`` (Pillow in read tasks) or ``torch`` (torchvision in the actor, nvjpeg
+            on GPU); ``auto`` picks ``torch`` on GPU.
+        draft: Pillow draft mode for JPEGs (faster; pixels differ slightly from a full decode).
+        actors: actor-pool size; default one per GPU, or one per two CPUs.
+        threads_per_actor: torch intra-op threads in each CPU actor.
+        read_concurrency: max parallel read/decode tasks (default: as resources allow).
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    batch_size: int = Field(256, ge=1, le=65536)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    decode: Literal["auto", "pil", "torch"] = "auto"
+    draft: bool = True
+    actors: int | None = Field(None, ge=1)
+    threads_per_actor: int = Field(1, ge=1)
+    read_concurrency: int | None = Field(None, ge=1)
+    chunk: int = Field(256, ge=1, description="samples per read-task output block")
+
+
+def resolve_plan(cfg: ScoreConfig) -> dict[str, Any]:
+    """Turn ``auto`` settings into concrete ones for the attached Ray cluster."""
+    import ray
+
+    from curation.runner.ray_utils import ensure_ray
+
+    ensure_ray()
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
+    device = cfg.device if cfg.device != "auto" else ("cuda" if gpus else "cpu")
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    decode = cfg.decode if cfg.decode != "auto" else ("torch" if device == "cuda" else "pil")
+    actors = cfg.actors or (max(1, gpus) if device == "cuda" else max(1, cpus // 2))
+    return {"device": device, "precision": precision, "decode": decode, "actors": actors}
+
+
+class ScoreStage(Stage):
+    """CLIP-score a dataset; see the module docstring for what it writes."""
+
+    name = "score"
+    Config = ScoreConfig
+
+    def run(self, ds: Dataset | None, ctx: StageContext) -> Dataset:
+        from curation.models import load_clip
+
+        cfg: ScoreConfig = self.config
+        plan = resolve_plan(cfg)
+        clip = load_clip(cfg.model, cfg.pretrained)  # validates names/paths before anything is written
+        pipe = PixelPipeline.from_preprocess(clip.preprocess)
+        label, arch, dim = clip.name, clip.arch, _embed_dim(clip)
+        del clip
+        # execution knobs (actors, batch size) do not change results, so they stay out of the hash
+        semantic = {"model": cfg.model, "pretrained": cfg.pretrained, "draft": cfg.draft,
+                    "decode": plan["decode"], "precision": plan["precision"]}
+        vw = ds.new_version(self.name, semantic)
+        pending = vw.pending_shards()
+        expected = {sid: _expected(ds, sid) for sid in pending}
+        stats = ctx.stats
+        done = len(ds.shard_ids) - len(pending)
+        acc: dict[int, dict[str, tuple]] = defaultdict(dict)
+
+        def flush(sid: int) -> None:
+            nonlocal done
+            meta, emb, n_ok, n_err = assemble_shard(ds.read_meta(sid), acc.pop(sid, {}), label, dim)
+            vw.write_embeddings(sid, emb, model=label)
+            vw.write_meta(sid, meta)
+            done += 1
+            if stats is not None:
+                stats.samples_in += meta.num_rows
+                stats.samples_out += n_ok
+                if n_err:
+                    stats.dropped["score_error"] += n_err
+            ctx.progress(done, len(ds.shard_ids), n_ok)
+
+        for sid in [s for s in pending if expected[s] == 0]:
+            flush(sid)
+        todo = [s for s in pending if expected[s] > 0]
+        if todo:
+            for batch in _pipeline(ds, todo, cfg, plan, arch, pipe).iter_batches(batch_size=None, batch_format="numpy"):
+                for sid, uid, s, err, ie, te in zip(batch["shard"], batch["uid"], batch["clip_score"],
+                                                    batch["score_error"], batch["image_emb"], batch["text_emb"]):
+                    acc[int(sid)][uid] = (s, err, ie, te)
+                for sid in {int(x) for x in batch["shard"]}:
+                    if len(acc[sid]) >= expected[sid]:
+                        flush(sid)
+            for sid in [s for s in todo if not vw.is_committed(s)]:
+                flush(sid)  # only if a tar lacked members: those rows get a reason
+        if stats is not None:
+            stats.extra.update({"clip_model": label, **plan})
+        return vw.commit(stats=stats.to_dict() if stats else {},
+                         embeddings={"version": vw.version, "dim": dim, "model": label})
+
+
+def _embed_dim(clip) -> int:
+    import torch
+
+    with torch.inference_mode():
+        return int(clip.model.encode_text(torch.zeros((1, clip.context_length), dtype=torch.long)).shape[-1])
+
+
+def _expected(ds: Dataset, sid: int) -> int:
+    t = ds.read_meta(sid, columns=["status", "tar_offset"])
+    mask = pc.and_(pc.equal(t["status"], "success"), pc.is_valid(t["tar_offset"]))
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
+def _pipeline(ds: Dataset, shard_ids: list[int], cfg: ScoreConfig, plan: dict, arch: str, pipe: PixelPipeline):
+    """read/decode/tokenise tasks -> embedding actor pool, as one streaming Ray Data dataset."""
+    import ray
+
+    from curation.score.embed import ClipEmbedder, read_shards
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the stage reports progress through ctx.progress
+    items = ray.data.from_items([{"shard": s} for s in shard_ids], override_num_blocks=len(shard_ids))
+    read_kwargs = {"url": ds.url, "storage_options": ds.storage_options, "arch": arch, "pipe": pipe,
+                   "decode": plan["decode"], "draft": cfg.draft, "chunk": cfg.chunk}
+    # A ray_remote_args_fn keeps Ray Data from fusing the read tasks into the actor (it never
+    # fuses ops whose args are computed late): fused, decoding would run inside the model
+    # actor and stop overlapping the forward pass.
+    read_compute = ray.data.TaskPoolStrategy(size=cfg.read_concurrency) if cfg.read_concurrency else None
+    rd = items.map_batches(read_shards, batch_size=1, fn_kwargs=read_kwargs, num_cpus=1,
+                           compute=read_compute, ray_remote_args_fn=_spread)
+    gpu = plan["device"] == "cuda"
+    return rd.map_batches(
+        ClipEmbedder, batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
+        num_gpus=1 if gpu else 0, num_cpus=1 if gpu else cfg.threads_per_actor,
+        fn_constructor_kwargs={"model": cfg.model, "pretrained": cfg.pretrained, "device": plan["device"],
+                               "precision": plan["precision"], "pipe": pipe,
+                               "threads": cfg.threads_per_actor})
+
+
+def _spread() -> dict[str, Any]:
+    return {"scheduling_strategy": "SPREAD"}  # reads spread over nodes, next to their storage
+
+
+def fixed_list(vectors: list[np.ndarray | None], dim: int) -> pa.Array:
+    """``fixed_size_list<float32>[dim]`` with nulls where a vector is None."""
+    flat = np.zeros((len(vectors), dim), dtype=np.float32)
+    valid = np.zeros(len(vectors), dtype=bool)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            flat[i], valid[i] = v, True
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim)
+    if valid.all():
+        return arr
+    return pc.if_else(pa.array(valid), arr, pa.nulls(len(vectors), arr.type))
+
+
+def assemble_shard(meta: pa.Table, results: dict[str, tuple], label: str, dim: int):
+    """Join one shard's results onto its metadata rows (same rows, same order).
+
+    Returns ``(meta_with_new_columns, embeddings_table, n_scored, n_errors)``.
+    """
+    uids = meta.column("uid").to_pylist()
+    status = meta.column("status").to_pylist()
+    offsets = meta.column("tar_offset").to_pylist()
+    scores, models, errors, iembs, tembs = [], [], [], [], []
+    for uid, st, off in zip(uids, status, offsets):
+        attempted = st == "success" and off is not None
+        r = results.get(uid)
+        err = None
+        if attempted and r is None:
+            err = "missing_image: no tar member for this row"
+        elif r is not None and r[1]:
+            err = str(r[1])
+        ok = attempted and err is None
+        scores.append(float(r[0]) if ok else None)
+        models.append(label if attempted else None)
+        errors.append(err)
+        iembs.append(np.asarray(r[2], dtype=np.float32) if ok else None)
+        tembs.append(np.asarray(r[3], dtype=np.float32) if ok else None)
+    base = meta.drop_columns([c for c in NEW_COLUMNS if c in meta.column_names])
+    out = (base.append_column("clip_score", pa.array(scores, type=pa.float32()))
+           .append_column("clip_model", pa.array(models, type=pa.string()))
+           .append_column("score_error", pa.array(errors, type=pa.string())))
+    emb = pa.table({"uid": meta.column("uid"), "image_emb": fixed_list(iembs, dim),
+                    "text_emb": fixed_list(tembs, dim)})
+    emb = emb.replace_schema_metadata({"model": label})
+    n_ok = sum(s is not None for s in scores)
+    return out, emb, n_ok, sum(e is not None for e in errors)

@@ -1,0 +1,136 @@
+"""A local, byte-bounded LRU cache of remote shard tars, shared by the processes of a node.
+
+Guarantee: the bytes under the cache directory (complete files plus the declared sizes of
+downloads in progress) never exceed ``limit_bytes``. Every change happens under an
+``fcntl`` lock on ``<dir>/.lock``, so DataLoader workers and ranks on one node can share
+one directory. A download is written to ``.<name>.<size>.part`` (its size is reserved up
+front, encoded in the name) and renamed into place when complete; a reader never sees a
+partial shard. Least recently used files are evicted first; a file another process still
+has memory-mapped stays readable after eviction (POSIX unlink semantics).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+from typing import Iterator
+
+_LOCK = ".lock"
+
+
+class ShardCache:
+    """Whole-shard cache on local disk.
+
+    Args:
+        directory: cache folder (created). Shared safely between processes.
+        limit_bytes: bound on the folder's contents.
+    """
+
+    def __init__(self, directory: str, limit_bytes: int):
+        self.directory = directory
+        self.limit_bytes = int(limit_bytes)
+        os.makedirs(directory, exist_ok=True)
+        self._thread_lock = threading.Lock()
+        self.stats = {"hits": 0, "downloads": 0, "evictions": 0, "peak_bytes": 0}
+
+    @staticmethod
+    def name_for(url: str) -> str:
+        """File name for a remote tar URL (stable across processes)."""
+        return hashlib.sha256(url.encode()).hexdigest()[:24] + ".tar"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock, open(os.path.join(self.directory, _LOCK), "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _entries(self) -> tuple[list[tuple[float, int, str]], int]:
+        """(mtime, size, path) of complete files and the total incl. reserved parts."""
+        files, used = [], 0
+        for e in os.scandir(self.directory):
+            if e.name == _LOCK:
+                continue
+            if e.name.endswith(".part"):
+                used += _declared(e.name)
+                continue
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, e.path))
+            used += st.st_size
+        return files, used
+
+    def used_bytes(self) -> int:
+        """Bytes the cache holds now (complete files plus reserved downloads)."""
+        with self._locked():
+            return self._entries()[1]
+
+    def get(self, url: str) -> str | None:
+        """Local path of a cached shard (touched as recently used), or None."""
+        path = os.path.join(self.directory, self.name_for(url))
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        self.stats["hits"] += 1
+        return path
+
+    def fetch(self, url: str, size: int, download) -> str | None:
+        """Ensure ``url`` is cached, calling ``download(local_part_path)`` if needed.
+
+        Returns the local path, or None when ``size`` cannot fit even after evicting
+        everything evictable (the caller then reads ranges directly).
+        """
+        name = self.name_for(url)
+        final = os.path.join(self.directory, name)
+        part = os.path.join(self.directory, f".{name}.{os.getpid()}.{threading.get_ident()}.{int(size)}.part")
+        with self._locked():
+            if os.path.exists(final):
+                os.utime(final)
+                self.stats["hits"] += 1
+                return final
+            if not self._reserve(int(size)):
+                return None
+            open(part, "wb").close()
+        try:
+            download(part)
+            actual = os.path.getsize(part)
+            if actual != size:
+                raise OSError(f"{url}: downloaded {actual} bytes, manifest says {size}")
+            with self._locked():
+                os.replace(part, final)
+            self.stats["downloads"] += 1
+            return final
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+
+    def _reserve(self, size: int) -> bool:
+        """Evict LRU files until ``size`` more bytes fit (caller holds the lock)."""
+        if size > self.limit_bytes:
+            return False
+        files, used = self._entries()
+        for _, fsize, path in sorted(files):
+            if used + size <= self.limit_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                used -= fsize
+                self.stats["evictions"] += 1
+        if used + size > self.limit_bytes:
+            return False
+        self.stats["peak_bytes"] = max(self.stats["peak_bytes"], used + size)
+        return True
+
+
+def _declared(part_name: str) -> int:
+    try:
+        return int(part_name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return 0

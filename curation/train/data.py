@@ -1,0 +1,106 @@
+"""Decoded, preprocessed training tensors held in memory (the "tensor cache").
+
+Training the tiny CLIP on 2 cores is compute-bound only if images are decoded, resized
+and normalised once up front; every step then indexes ready tensors. ``TensorCache`` is
+that cache: images ``[N,3,H,W]`` float, tokens ``[N,ctx]`` long, plus uids, captions and
+optional class labels / slice names for evaluation.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from PIL import Image
+
+from curation.errors import ConfigError
+
+
+def to_pil(image: Any) -> Image.Image:
+    """Bytes / bytearray / PIL image -> RGB PIL image (only images are ever decoded)."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        with Image.open(io.BytesIO(bytes(image))) as im:
+            return im.convert("RGB")
+    raise ConfigError(f"image must be bytes or a PIL image (got {type(image).__name__})")
+
+
+@dataclass
+class TensorCache:
+    """Row-aligned training tensors.
+
+    Attributes:
+        images: float ``[N,3,H,W]`` after the model's preprocess.
+        tokens: long ``[N,context]`` from the model's tokenizer.
+        captions: the raw captions (for evaluation prompts and reports).
+        uids: one id per row (``str``); defaults to the row number.
+        labels: class label per row or None (zero-shot evaluation).
+    """
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    captions: list[str]
+    uids: list[str]
+    labels: list[str | None] = field(default_factory=list)
+    nbytes: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: Any) -> "TensorCache":
+        """Rows at ``index`` (a list/tensor of ints) as a new cache."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        il = idx.tolist()
+        return TensorCache(self.images[idx], self.tokens[idx], [self.captions[i] for i in il],
+                           [self.uids[i] for i in il], [self.labels[i] for i in il] if self.labels else [],
+                           [self.nbytes[i] for i in il] if self.nbytes else [])
+
+
+def _rows(pairs: Any) -> Iterable[tuple[Any, str, Any, Any]]:
+    """Yield (image, caption, uid, label) from a pyarrow Table, pandas frame or iterable."""
+    if hasattr(pairs, "column_names"):  # pyarrow Table
+        cols = pairs.column_names
+        for name in ("image", "caption"):
+            if name not in cols:
+                raise ConfigError(f"training table needs an {name!r} column (has {cols})")
+        get = lambda c: pairs.column(c).to_pylist() if c in cols else [None] * pairs.num_rows  # noqa: E731
+        yield from zip(get("image"), get("caption"), get("uid"), get("class_label"))
+        return
+    if hasattr(pairs, "to_dict") and hasattr(pairs, "columns"):  # pandas
+        import pyarrow as pa
+
+        yield from _rows(pa.Table.from_pandas(pairs, preserve_index=False))
+        return
+    for item in pairs:
+        if isinstance(item, dict):
+            yield item["image"], item["caption"], item.get("uid"), item.get("class_label")
+        else:
+            image, caption = item[0], item[1]
+            yield image, caption, None, (item[2] if len(item) > 2 else None)
+
+
+def build_cache(pairs: Any, preprocess: Callable, tokenizer: Callable) -> TensorCache:
+    """Decode and preprocess every pair once.
+
+    Args:
+        pairs: iterable of ``(image, caption[, label])`` or dicts with ``image``/``caption``
+            (optional ``uid``, ``class_label``), or a pyarrow Table with those columns.
+        preprocess: the model's image transform (PIL -> tensor).
+        tokenizer: the model's tokenizer (list[str] -> LongTensor).
+    Raises:
+        ConfigError: no pairs, or an item that is not an image.
+    """
+    imgs, caps, uids, labels, nbytes = [], [], [], [], []
+    for i, (image, caption, uid, label) in enumerate(_rows(pairs)):
+        nbytes.append(len(image) if isinstance(image, (bytes, bytearray, memoryview)) else 0)
+        imgs.append(preprocess(to_pil(image)))
+        caps.append(str(caption))
+        uids.append(str(uid) if uid is not None else str(i))
+        labels.append(label)
+    if not imgs:
+        raise ConfigError("no image-caption pairs to train on")
+    tokens = torch.cat([tokenizer(caps[i:i + 1024]) for i in range(0, len(caps), 1024)])
+    has_labels = any(lb is not None for lb in labels)
+    return TensorCache(torch.stack(imgs), tokens, caps, uids, labels if has_labels else [], nbytes)

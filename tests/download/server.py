@@ -1,0 +1,123 @@
+"""A tiny loopback HTTP server with the faults the download stage must classify."""
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+def png(w: int = 40, h: int = 30, color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def bomb_png(w: int = 30000, h: int = 30000) -> bytes:
+    """A valid PNG header claiming w x h pixels with a tiny (truncated) body."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+
+
+class FaultServer:
+    """Routes: /img/N.png, /404, /500, /slow, /drip, /text, /noai, /private/N.png (robots.txt
+    disallows), /redir/N (-> /img/N.png), /redir-private (-> 127.0.0.2), /loop, /big,
+    /big-chunked, /bomb, /flaky/N (503 twice per path, then the image)."""
+
+    def __init__(self, flaky_failures: int = 2):
+        self.hits: Counter = Counter()
+        self.flaky_failures = flaky_failures
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, code, body=b"", ctype="image/png", headers=None, length=True):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                if length:
+                    self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                p = self.path
+                srv.hits[p] += 1
+                try:
+                    self.route(p)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def route(self, p):
+                port = self.server.server_address[1]
+                if p == "/robots.txt":
+                    return self.send(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+                if p.startswith("/img/") or p.startswith("/private/"):
+                    n = int(p.rsplit("/", 1)[1].split(".")[0])
+                    return self.send(200, png(40 + n, 30, (n * 7 % 256, 80, 120)))
+                if p.startswith("/slowimg/"):
+                    time.sleep(0.15)
+                    return self.send(200, png(40, 30, (int(p.rsplit("/", 1)[1]) % 256, 9, 9)))
+                if p in ("/404", "/500"):
+                    return self.send(int(p[1:]), b"no", "text/plain")
+                if p == "/slow":
+                    time.sleep(3)
+                    return self.send(200, png())
+                if p == "/drip":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.end_headers()
+                    for _ in range(40):
+                        self.wfile.write(b"x" * 10)
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    return
+                if p == "/text":
+                    return self.send(200, b"<html>not an image</html>", "text/html")
+                if p == "/noai":
+                    return self.send(200, png(), headers={"X-Robots-Tag": "noai"})
+                if p.startswith("/redir/"):
+                    return self.send(302, b"", headers={"Location": "/img/" + p.rsplit("/", 1)[1] + ".png"})
+                if p == "/redir-private":
+                    return self.send(302, b"", headers={"Location": f"http://127.0.0.2:{port}/img/1.png"})
+                if p == "/redir-file":
+                    return self.send(302, b"", headers={"Location": "file:///etc/passwd"})
+                if p == "/loop":
+                    return self.send(302, b"", headers={"Location": "/loop"})
+                if p == "/big":
+                    return self.send(200, b"\0" * 300_000)
+                if p == "/big-chunked":
+                    return self.send(200, b"\0" * 300_000, length=False)
+                if p == "/bomb":
+                    return self.send(200, bomb_png())
+                if p.startswith("/flaky/"):
+                    if srv.hits[p] <= srv.flaky_failures:
+                        return self.send(503, b"busy", "text/plain")
+                    return self.send(200, png(50, 50))
+                return self.send(404, b"", "text/plain")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,93 @@
+"""Input formats users bring, and bad input refused with a one-line message before any write."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.download.config import DownloadConfig
+from curation.download.inputs import InputError, load_records
+
+
+def load(path, **kw):
+    return load_records(DownloadConfig(input=str(path), **kw))[0]
+
+
+def test_laion_parquet_and_keep_columns(tmp_path):
+    p = tmp_path / "laion.parquet"
+    pq.write_table(pa.table({"URL": ["http://a/1.jpg", "http://a/2.jpg"], "TEXT": ["x", "y"],
+                             "similarity": [0.3, 0.4]}), p)
+    recs = load(p, keep_columns=["similarity"])
+    assert [(r["url"], r["caption"], r["similarity"]) for r in recs] == [("http://a/1.jpg", "x", 0.3),
+                                                                       ("http://a/2.jpg", "y", 0.4)]
+    assert len({r["uid"] for r in recs}) == 2 and recs == load(p, keep_columns=["similarity"])  # stable uids
+
+
+def test_datacomp_uid_kept_and_duplicates_refused(tmp_path):
+    p = tmp_path / "dc.jsonl"
+    p.write_text("\n".join(json.dumps({"uid": u, "url": f"http://h/{u}", "text": "t"}) for u in ["a1", "b2"]))
+    assert [r["uid"] for r in load(p)] == ["a1", "b2"]
+    p.write_text("\n".join(json.dumps({"uid": "a1", "url": f"http://h/{i}"}) for i in range(2)))
+    with pytest.raises(InputError, match="duplicate uid 'a1'"):
+        load(p)
+
+
+def test_cc3m_headerless_tsv_and_duplicate_rows_each_get_a_record(tmp_path):
+    p = tmp_path / "cc3m.tsv"
+    p.write_text("a dog\thttp://h/1.jpg\na dog\thttp://h/1.jpg\na cat\thttp://h/2.jpg\n")
+    recs = load(p)
+    assert [(r["caption"], r["url"]) for r in recs] == [("a dog", "http://h/1.jpg")] * 2 + [("a cat", "http://h/2.jpg")]
+    assert len({r["uid"] for r in recs}) == 3
+
+
+def test_csv_explicit_columns_and_non_utf8(tmp_path):
+    p = tmp_path / "l.csv"
+    p.write_bytes(b"link,alt\nhttp://h/1.jpg,caf\xe9\n")
+    recs, _, stats = load_records(DownloadConfig(input=str(p), url_col="link", caption_col="alt"))
+    assert recs[0]["caption"] == "caf\ufffd" and stats["invalid_utf8_chars"] == 1
+
+
+def test_txt_and_mixed_schemes_are_records(tmp_path):
+    p = tmp_path / "u.txt"
+    p.write_text("http://h/1.jpg\nftp://h/2.jpg\nfile:///etc/passwd\n")
+    assert [r["url"] for r in load(p)] == ["http://h/1.jpg", "ftp://h/2.jpg", "file:///etc/passwd"]
+
+
+def test_mmc4_and_obelics_flattened(tmp_path):
+    p = tmp_path / "docs.jsonl"
+    p.write_text(json.dumps({"url": "doc1", "text_list": ["intro", "a red ball", "end"],
+                             "image_info": [{"raw_url": "http://h/1.jpg", "matched_text_index": 1}]}) + "\n" +
+                 json.dumps({"id": "doc2", "texts": ["hello", None, None, "after"],
+                             "images": [None, "http://h/2.jpg", "http://h/3.jpg", None]}) + "\n")
+    recs = load(p, input_format="mmc4")
+    assert [(r["doc_id"], r["position"], r["url"], r["caption"]) for r in recs] == [
+        ("doc1", 0, "http://h/1.jpg", "a red ball"), ("doc2", 1, "http://h/2.jpg", "hello"),
+        ("doc2", 2, "http://h/3.jpg", "after")]
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "not found"), ("", "empty"), ("caption,alt\nx,y\n", "no URL column"),
+])
+def test_bad_inputs(tmp_path, content, match):
+    p = tmp_path / "in.csv"
+    if content is not None:
+        p.write_text(content)
+    with pytest.raises(InputError, match=match):
+        load(p)
+
+
+def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys):
+    from curation import cli
+
+    p = tmp_path / "in.csv"
+    p.write_text("caption\nx\n")
+    monkeypatch.setattr(sys, "argv", ["curate", "download", str(p), "--out", str(tmp_path / "ds")])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no URL column" in err and "\n" not in err
+    assert not (tmp_path / "ds").exists()
