@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 
 import torch
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--metric", default="i2t_r1")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     torch.set_num_threads(2)
     from curation.synth import generate
     from curation.train.config import RunConfig

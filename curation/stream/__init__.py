@@ -11,9 +11,10 @@ ckpt["data"] = loader.state_dict()          # rank 0's state resumes any world s
 ```
 """
 from curation.stream.cache import ShardCache
+from curation.stream.config import StreamConfig, open_stream
 from curation.stream.dataset import StreamingDataset
 from curation.stream.decode import CorruptSample, decode_image, identity, pil_to_tensor
 from curation.stream.loader import StreamingDataLoader
 
-__all__ = ["StreamingDataset", "StreamingDataLoader", "ShardCache", "CorruptSample", "decode_image",
+__all__ = ["StreamingDataset", "StreamingDataLoader", "StreamConfig", "open_stream", "ShardCache", "CorruptSample", "decode_image",
            "identity", "pil_to_tensor"]

@@ -57,6 +57,9 @@ class StreamingDataset(IterableDataset):
         cache_dir, cache_limit_bytes: local cache of remote shards, bounded in bytes.
         read_ahead: batches fetched ahead by a thread pool.
         storage_options: fsspec options for URLs given as strings.
+        decode: False yields each image's encoded bytes as a 1-D uint8 tensor instead (for
+            batched GPU decoding, e.g. ``torchvision.io.decode_jpeg(..., device="cuda")``);
+            the transform is then not applied.
     """
 
     def __init__(self, dataset: Any, *, where: str | Sequence[str | None] | None = None, columns: Sequence[str] = (),
@@ -65,7 +68,8 @@ class StreamingDataset(IterableDataset):
                  drop_last: bool = True, weights: Sequence[float] | None = None, epoch_size: int | None = None,
                  shuffle_block_size: int = 8192, cache_dir: str | None = None,
                  cache_limit_bytes: int = 16 << 30, read_ahead: int = 4, whole_shard_fraction: float = 0.5,
-                 storage_options: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 storage_options: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 decode: bool = True):
         if batch_size < 1:
             raise ConfigError(f"stream batch_size: must be >= 1 (got {batch_size!r})")
         datasets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
@@ -84,7 +88,7 @@ class StreamingDataset(IterableDataset):
         self.shuffle_block_size = int(shuffle_block_size)
         self.cache_dir, self.cache_limit_bytes = cache_dir, int(cache_limit_bytes)
         self.read_ahead, self.whole_shard_fraction = int(read_ahead), float(whole_shard_fraction)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.decode = max_pixels, bool(decode)
         wheres = list(where) if isinstance(where, (list, tuple)) else [where] * len(datasets)
         if len(wheres) != len(datasets):
             raise ConfigError(f"stream where: {len(wheres)} predicates for {len(datasets)} datasets")
@@ -196,7 +200,7 @@ class StreamingDataset(IterableDataset):
             readers = [SourceReader(s, cache, whole_shard_fraction=self.whole_shard_fraction) for s in self.sources]
             self._fetcher = BatchFetcher(readers, self._src, self._local, self.transform, self.caption_column,
                                          self.columns, read_ahead=self.read_ahead, max_pixels=self.max_pixels,
-                                         tag_source=len(self.sources) > 1)
+                                         tag_source=len(self.sources) > 1, decode=self.decode)
         return self._fetcher
 
     def iter_batches(self, worker: int | None = None, num_workers: int | None = None

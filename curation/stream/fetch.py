@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from curation.stream.decode import CorruptSample, decode_image
 from curation.stream.reader import SourceReader
@@ -33,7 +34,7 @@ class BatchFetcher:
 
     def __init__(self, readers: list[SourceReader], src: np.ndarray, local: np.ndarray,
                  transform: Callable, caption_column: str, columns: list[str], *,
-                 read_ahead: int = 4, max_pixels: int, tag_source: bool):
+                 read_ahead: int = 4, max_pixels: int, tag_source: bool, decode: bool = True):
         self.readers = readers
         self.src, self.local = src, local
         self.transform = transform
@@ -42,6 +43,7 @@ class BatchFetcher:
         self.read_ahead = read_ahead
         self.max_pixels = max_pixels
         self.tag_source = tag_source
+        self.decode = decode
         self.counters: Counter[str] = Counter()
         self.pid = os.getpid()
 
@@ -62,19 +64,27 @@ class BatchFetcher:
         return out
 
     def _sample(self, data: bytes, row: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            img = decode_image(data, self.max_pixels)
-        except CorruptSample as e:
-            self.counters[f"corrupt_{e.reason}"] += 1
-            log.warning("skipping sample %s: %s", row.get("uid"), e)
-            return None
-        sample = {"uid": row["uid"], "image": self.transform(img), "caption": row.get(self.caption_column) or ""}
+        if not self.decode:  # encoded bytes for batched GPU decoding (e.g. nvjpeg)
+            if not data:
+                return self._skip(row, CorruptSample("empty", "member has no bytes"))
+            image = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        else:
+            try:
+                image = self.transform(decode_image(data, self.max_pixels))
+            except CorruptSample as e:
+                return self._skip(row, e)
+        sample = {"uid": row["uid"], "image": image, "caption": row.get(self.caption_column) or ""}
         for c in self.columns:
             sample[c] = row.get(c)
         if self.tag_source:
             sample["source"] = row["source"]
         self.counters["samples"] += 1
         return sample
+
+    def _skip(self, row: dict[str, Any], e: CorruptSample) -> None:
+        self.counters[f"corrupt_{e.reason}"] += 1
+        log.warning("skipping sample %s: %s", row.get("uid"), e)
+        return None
 
     def batches(self, batches: Iterable[np.ndarray]) -> Iterator[list[dict[str, Any]]]:
         """Decoded samples per batch, in order; a batch is shorter only by skipped members."""

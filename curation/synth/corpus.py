@@ -60,11 +60,10 @@ def _render(rec: Record, seed: int, attempt: int) -> Image.Image:
                         width=rec.width, height=rec.height, seed=layout)
 
 
-def _draw_original(rec: Record, seed: int, hashes: list[int]) -> tuple[bytes, int]:
+def _draw_original(rec: Record, seed: int, known: np.ndarray) -> tuple[bytes, int]:
     """Draw and encode; redraw the layout while it is perceptually close to an earlier
-    original, so that the only near-duplicate pairs are the planned ones. Distances are
-    checked on the decoded bytes a downloader will see."""
-    known = np.asarray(hashes, dtype=np.uint64)
+    original (``known``: their hashes), so that the only near-duplicate pairs are the planned
+    ones. Distances are checked on the decoded bytes a downloader will see."""
 
     def distance(h: int) -> int:
         return int(np.bitwise_count(known ^ np.uint64(h)).min()) if len(known) else 64
@@ -76,12 +75,8 @@ def _draw_original(rec: Record, seed: int, hashes: list[int]) -> tuple[bytes, in
         data = encode(img, rec.fmt, rec.quality)
         h = phash(Image.open(io.BytesIO(data)))
         if distance(h) > UNIQUE_MIN_DISTANCE:
-            STATS["redraws"] += attempt
             return data, h
     raise AssertionError(f"could not draw a distinct layout for record {rec.index}")
-
-
-STATS = {"redraws": 0}
 
 
 def _draw_near_dup(orig: bytes, orig_hash: int, r: np.random.Generator) -> bytes:
@@ -109,7 +104,9 @@ def _alt_text(rec: Record, r: np.random.Generator, num_slices: int) -> str:
 def _draw_corpus(plan: list[Record], seed: int, root: Path) -> dict[int, dict]:
     """Write every served file under ``root/images``; return per-record file facts."""
     facts: dict[int, dict] = {}
-    hashes: list[int] = []
+    hashes = np.zeros(len(plan), dtype=np.uint64)
+    n_hashes = 0
+    has_dups = {rec.dup_of for rec in plan if rec.dup_of is not None}
     bomb_path = "images/bomb.png"
     (root / bomb_path).write_bytes(decompression_bomb())
     r = rngs(seed)["render"]
@@ -133,13 +130,16 @@ def _draw_corpus(plan: list[Record], seed: int, root: Path) -> dict[int, dict]:
             o = facts[rec.dup_of]
             data, h = _draw_near_dup(o["bytes"], o["phash"], r), None
         else:
-            data, h = _draw_original(rec, seed, hashes)
-            hashes.append(h)
+            data, h = _draw_original(rec, seed, hashes[:n_hashes])
+            hashes[n_hashes] = h
+            n_hashes += 1
         rel = f"images/{uid}.{EXTENSIONS[rec.fmt]}"
         (root / rel).write_bytes(data)
         w, hgt = Image.open(io.BytesIO(data)).size
-        facts[rec.index] = {"file": rel, "path": rel, "bytes": data, "phash": h, "width": w,
-                            "height": hgt, "sha256": hashlib.sha256(data).hexdigest()}
+        facts[rec.index] = {"file": rel, "path": rel, "width": w, "height": hgt,
+                            "sha256": hashlib.sha256(data).hexdigest()}
+        if rec.index in has_dups:  # near duplicates are made from the served bytes
+            facts[rec.index].update(bytes=data, phash=h)
     return facts
 
 
@@ -188,7 +188,7 @@ def clean_pairs(n_per_slice: Sequence[int], slices: Sequence[str], r: np.random.
             s = sample_scene(r, slice_position(si, len(slices)))
             img = render_scene(s.color, s.shape, s.background, s.count, width=2 * size,
                                height=2 * size, seed=int(r.integers(2**31)))
-            img = img.resize((size, size), Image.Resampling.LANCZOS)
+            img = img.reduce(2)  # 2x supersampling: smooth edges, as a downscaled photo has
             rows.append({"image": encode(img, "png"), "caption": s.caption,
                          "class_label": s.class_label, "slice": slices[si]})
     return pa.Table.from_pylist(rows, schema=CLEAN_SCHEMA)

@@ -36,6 +36,12 @@ EXPECTED_STATUS: dict[str, str] = {
     "blocked_redirect": st.BLOCKED_ADDRESS,  # 302 to 127.0.0.2: blocked unless private allowed
 }
 STATUS_NOTES = {
+    "timeout": "the server stalls stall_seconds (default 60) before the headers or after half "
+               "the body; any client timeout below that reports 'timeout'",
+    "robots": "served normally if fetched anyway: the server counts hits so tests can check "
+              "that a downloader never requested a /private/ path",
+    "success": "includes tiny, extreme_aspect, duplicates and noisy captions: filters and dedup "
+               "(not the downloader) are meant to catch those",
     "transient": "503 for the first 1-2 requests of the path per server instance; 'success' "
                  "needs >= 2 retries, else 'http_503'",
     "blocked_redirect": "302 to http://127.0.0.2:<port>/...; a downloader that allows only the "

@@ -96,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, body, route["content_type"])
             return
         self._start(200, route["content_type"], len(body))
+        if self.head:
+            return
         self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
         if self.synth._wait():
@@ -154,6 +156,7 @@ class SynthServer:
         if not routes_file.is_file():
             raise SynthError(f"not a synthetic corpus: {routes_file} is missing")
         self.routes: dict[str, dict] = json.loads(routes_file.read_text())
+        self._check_routes()
         self.host, self._port, self.stall_seconds = host, port, stall_seconds
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -164,6 +167,18 @@ class SynthServer:
         self.statuses: Counter = Counter()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _check_routes(self) -> None:
+        # routes.json is data: a route must name an existing file inside the corpus.
+        root = self.corpus_dir.resolve()
+        for path, route in self.routes.items():
+            rel = route.get("file")
+            if rel is None:
+                continue
+            target = (root / rel).resolve()
+            if root not in target.parents or not target.is_file():
+                raise SynthError(f"{self.corpus_dir / 'routes.json'}: route {path} names a missing "
+                                 f"or outside file {rel!r}")
 
     @property
     def port(self) -> int:

@@ -50,9 +50,3 @@ def test_search_returns_planted_matches(tmp_path, ray_local):
     with pytest.raises(ConfigError, match="k"):
         search(out, "x", k=0)
 
-
-def test_search_refuses_random_init_without_pretrained(tmp_path, ray_local):
-    ds = write_dataset(str(tmp_path / "ds"), [[(row("a", "x", w=64, h=64), _png(Scene("red", "circle", "white", 1), 0), "png")]])
-    out = ScoreStage({"model": "curation-tiny", "batch_size": 8})(ds, StageContext(output=ds.url))
-    with pytest.raises(ConfigError, match="random weights"):
-        search(out, "a red circle", k=3)

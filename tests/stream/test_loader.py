@@ -87,3 +87,23 @@ def test_weighted_mix_is_deterministic_and_proportional(ds, tmp_path):
     assert all(u.startswith("b") == (src == 1) for src, u in got)
     again = StreamingDataset.mix([a_only, other], weights=[1, 1], batch_size=2, seed=3, epoch_size=30)
     assert [(s["source"], s["uid"]) for s in again] == got
+
+
+def test_config_builds_a_loader_and_names_bad_keys(ds):
+    from curation.stream import open_stream
+
+    sd, loader = open_stream(ds.url, {"batch_size": 5, "where": "slice = 's2'", "seed": 2})
+    got = uids(loader)
+    assert len(got) == len(set(got)) == len(sd.epoch_items(0)) - len(sd.epoch_items(0)) % 5
+    with pytest.raises(ConfigError, match="stream.batch_sise"):
+        open_stream(ds.url, {"batch_sise": 5})
+    with pytest.raises(ConfigError, match="stream.batch_size"):
+        open_stream(ds.url, {"batch_size": 0})
+
+
+def test_undecoded_mode_hands_out_the_stored_bytes(ds):
+    sd = StreamingDataset(ds, batch_size=1, decode=False, where="slice = 's2'")
+    rows = {r["uid"]: r for r in ds.read_meta().to_pylist()}
+    for s in sd:
+        assert s["image"].dtype == torch.uint8 and s["image"].dim() == 1
+        assert bytes(s["image"].numpy()) == ds.read_image(rows[s["uid"]])

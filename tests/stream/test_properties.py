@@ -47,7 +47,7 @@ def selected_uids(ds, where):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=4), failed_every=st.sampled_from([0, 4]),
+@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=4).filter(lambda s: sum(s) > 0), failed_every=st.sampled_from([0, 4]),
        where=st.sampled_from(WHERES), world=st.integers(1, 5), workers=st.integers(0, 3),
        world2=st.integers(1, 5), workers2=st.integers(0, 3), bs=st.integers(1, 4), bs2=st.integers(1, 4),
        drop_last=st.booleans(), stop_frac=st.floats(0, 1), seed=st.integers(0, 2**16), epoch=st.integers(0, 3),

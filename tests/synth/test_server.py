@@ -208,3 +208,14 @@ def test_write_url_list(tmp_path, corpus):
             assert hashlib.sha256(resp.read()).hexdigest() == ok["sha256"]
     with pytest.raises(SynthError, match="base_url"):
         write_url_list(copy, "file:///etc")
+
+
+def test_routes_cannot_escape_the_corpus(tmp_path, corpus):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus[0], copy)
+    routes = json.loads((copy / "routes.json").read_text())
+    first = next(iter(routes))
+    routes[first]["file"] = "../../etc/passwd"
+    (copy / "routes.json").write_text(json.dumps(routes))
+    with pytest.raises(SynthError, match="outside file"):
+        SynthServer(copy)
