@@ -6,7 +6,13 @@ here. Errors derived from :class:`~curation.errors.CurationError` print one line
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+if not os.environ.get("RAY_ADDRESS"):
+    # an embedded local Ray stays on loopback (Ray would otherwise advertise the machine's
+    # outward-facing address); must be set before Ray is imported
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import typer
 

@@ -8,6 +8,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray otherwise rewrites 127.0.0.1 to the machine's outward-facing address; tests (and every
+# Ray they start, including `ray start` and ray.cluster_utils clusters) stay on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pytest
 

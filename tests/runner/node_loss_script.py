@@ -1,6 +1,6 @@
 """Run a pipeline on a 3-node ray.cluster_utils.Cluster, killing a worker node mid-stage.
 
-Prints a JSON line with the uids of the interrupted run and of a clean run.
+Writes <tmp>/result.json with the uids of the interrupted run and of a clean run.
 Run as a subprocess (Ray can be initialised once per process).
 """
 import json
@@ -20,7 +20,7 @@ make_dataset(f"{tmp}/ds", shards=6, per_shard=8)
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
 workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
 cluster.wait_for_nodes()
-ray.init(address=cluster.address)
+ray.init(address=cluster.address, log_to_driver=False)
 
 
 def pipeline(out):
@@ -40,11 +40,15 @@ def progress(stage):
 
 
 rec = run_pipeline(pipeline(f"{tmp}/run1"), progress=progress)
-alive = [n for n in ray.nodes() if n["Alive"]]
+import time
+
+deadline = time.time() + 60  # the GCS notices the dead node after a heartbeat timeout
+while len(alive := [n for n in ray.nodes() if n["Alive"]]) > 2 and time.time() < deadline:
+    time.sleep(1)
 interrupted = Dataset(f"{tmp}/run1/curated").read_meta(columns=["uid"]).column("uid").to_pylist()
 run_pipeline(pipeline(f"{tmp}/run2"))
 clean = Dataset(f"{tmp}/run2/curated").read_meta(columns=["uid"]).column("uid").to_pylist()
-print(json.dumps({"killed": killed.is_set(), "alive_nodes": len(alive), "interrupted": interrupted,
+open(f"{tmp}/result.json", "w").write(json.dumps({"killed": killed.is_set(), "alive_nodes": len(alive), "interrupted": interrupted,
                   "clean": clean}))
 ray.shutdown()
 cluster.shutdown()
