@@ -31,7 +31,9 @@ class FilterConfig(StageConfig):
         where: a DuckDB predicate over ``samples``; rows where it is not true get ``where``.
         rules: named rule sets: ``datacomp_basic``, ``align``.
         english: DataComp basic's English-caption rule (py3langid); off keeps the others.
-        clip_threshold: keep ``clip_score >= t`` (LAION ViT-B/32: 0.28).
+        clip_threshold: keep ``clip_score >= t`` (LAION ViT-B/32: 0.28). After the caption
+            stage, text and CLIP rules judge the caption a sample trains with (the synthetic
+            one where ``caption_source`` is ``synthetic``).
         clip_top_fraction: keep the top ``f`` of scored samples, DataComp's global rule.
         align_max_shared: ALIGN drops alt-texts used by more than this many images.
         drop_duplicates: rows the dedup stage marked (``dedup_reason``) get ``dedup_<reason>``.
@@ -46,6 +48,30 @@ class FilterConfig(StageConfig):
     align_max_shared: int = Field(R.ALIGN_MAX_SHARED, ge=1)
     drop_duplicates: bool = True
     parallel: bool = True
+
+
+def effective_score_sql(columns: set[str]) -> str:
+    """SQL for the score of the caption a sample will train with.
+
+    After the caption stage (Nguyen et al. 2023's mixing), a sample whose
+    ``caption_source`` is ``synthetic`` is judged by its synthetic pair's score.
+    """
+    if {"caption_source", "synthetic_clip_score"} <= columns:
+        return "CASE WHEN caption_source = 'synthetic' THEN synthetic_clip_score ELSE clip_score END"
+    return "clip_score"
+
+
+def effective_columns(meta: pa.Table) -> tuple[list, list]:
+    """Per-row (caption, clip_score) of the caption each sample will train with."""
+    n = meta.num_rows
+    get = lambda c: meta.column(c).to_pylist() if c in meta.column_names else [None] * n  # noqa: E731
+    captions, scores = get("caption"), get("clip_score")
+    if "caption_source" in meta.column_names:
+        for i, (src, cap, sc) in enumerate(zip(get("caption_source"), get("synthetic_caption"),
+                                               get("synthetic_clip_score"))):
+            if src == "synthetic":
+                captions[i], scores[i] = cap, sc
+    return captions, scores
 
 
 def _sql_str(s: str) -> str:
@@ -66,7 +92,9 @@ def dataset_inputs(ds: Dataset, cfg: FilterConfig) -> dict[str, Any]:
         except QueryError as e:
             raise ConfigError(f"where: {e} (got {cfg.where!r})") from None
     if cfg.clip_top_fraction is not None:
-        scored = query(ds, "SELECT clip_score FROM samples WHERE status = 'success' AND clip_score IS NOT NULL")
+        score = effective_score_sql(cols)
+        scored = query(ds, f"SELECT {score} AS clip_score FROM samples WHERE status = 'success' "
+                           f"AND ({score}) IS NOT NULL")
         out["n_scored"] = scored.num_rows
         out["threshold"] = R.top_fraction_threshold(scored.column("clip_score").to_numpy(), cfg.clip_top_fraction)
     if "align" in cfg.rules:
@@ -96,7 +124,7 @@ def decide_shard(sid: int, *, url: str, storage_options: dict, version: int, cfg
 def shard_masks(ds: Dataset, sid: int, meta: pa.Table, c: FilterConfig, inputs: dict) -> dict[str, np.ndarray]:
     """Every configured rule's pass mask for one shard (rule name -> bool per row)."""
     col = lambda n: meta.column(n).to_pylist() if n in meta.column_names else [None] * meta.num_rows  # noqa: E731
-    captions = col("caption")
+    captions, scores = effective_columns(meta)
     width = [o if o is not None else w for o, w in zip(col("original_width"), col("width"))]
     height = [o if o is not None else h for o, h in zip(col("original_height"), col("height"))]
     masks: dict[str, np.ndarray] = {}
@@ -109,9 +137,9 @@ def shard_masks(ds: Dataset, sid: int, meta: pa.Table, c: FilterConfig, inputs: 
     if "align" in c.rules:
         masks.update(R.align(captions, width, height, inputs["shared"]))
     if c.clip_threshold is not None:
-        masks["clip_threshold"] = R.clip_threshold(col("clip_score"), c.clip_threshold)
+        masks["clip_threshold"] = R.clip_threshold(scores, c.clip_threshold)
     if c.clip_top_fraction is not None:
-        masks["clip_top_fraction"] = R.top_fraction(col("clip_score"), inputs["threshold"])
+        masks["clip_top_fraction"] = R.top_fraction(scores, inputs["threshold"])
     if c.where:
         masks["where"] = _where_mask(ds, sid, meta, c.where)
     return masks

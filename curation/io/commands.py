@@ -95,7 +95,7 @@ def validate(dataset: str = typer.Argument(..., help="dataset root"),
 def reshard(dataset: str = typer.Argument(..., help="input dataset"),
             out: str = typer.Option(..., "--out", help="output dataset root"),
             samples_per_shard: int = typer.Option(10_000, help="samples per output shard"),
-            where: Optional[str] = typer.Option(None, help="DuckDB predicate (default: keep AND dup_of IS NULL)"),
+            where: Optional[str] = typer.Option(None, help="DuckDB predicate (default: keep AND dedup_reason IS NULL)"),
             endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint")) -> None:
     """Write the kept samples into a new compact dataset."""
     from curation.io.reshard import ReshardConfig, ReshardStage

@@ -26,12 +26,12 @@ _MEMBER_RE = re.compile(r"^[A-Za-z0-9_-]+\.(jpg|png|webp|txt|json)$")
 
 
 def schemas_dir() -> Path:
-    """The repository's ``schemas/`` folder (the contracts as files)."""
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "schemas", here.parents[1] / "schemas"):
-        if cand.is_dir():
-            return cand
-    raise DatasetError(f"schemas/ folder not found next to {here.parents[2]}")
+    """The contracts as files: ``curation/schemas/`` (``schemas/`` at the repository root
+    links to it), shipped as package data so an installed package finds them too."""
+    cand = Path(__file__).resolve().parents[1] / "schemas"
+    if not cand.is_dir():
+        raise DatasetError(f"schemas folder {cand} is missing (broken installation)")
+    return cand
 
 
 @functools.lru_cache(maxsize=None)

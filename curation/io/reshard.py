@@ -1,7 +1,7 @@
 """``reshard``: materialise a compact new dataset of the kept samples.
 
 Selection: samples with an image whose ``keep`` is true (when the column exists) and that
-are not duplicates (``dup_of`` null, when it exists), or a custom ``where`` predicate.
+the dedup stage did not remove (``dedup_reason`` null, when it exists), or a custom ``where`` predicate.
 The final caption goes to ``caption`` and ``.txt`` (the synthetic one when
 ``caption_source`` says so; the raw one is kept as ``raw_caption``). uids are preserved,
 keys, shards and offsets are new. Output shards are planned deterministically from the
@@ -28,7 +28,7 @@ class ReshardConfig(StageConfig):
     """Options of ``reshard``."""
 
     samples_per_shard: int = Field(10_000, gt=0)
-    where: str | None = None          # default: keep AND dup_of IS NULL (columns that exist)
+    where: str | None = None          # default: keep AND dedup_reason IS NULL (columns that exist)
     output: str | None = None         # default: <pipeline output>/curated
 
 
@@ -40,7 +40,9 @@ def selection_sql(ds: Dataset, where: str | None) -> str:
     else:
         if "keep" in cols:
             conds.append("keep")
-        if "dup_of" in cols:
+        if "dedup_reason" in cols:  # also drops eval contamination (which has no dup_of)
+            conds.append("dedup_reason IS NULL")
+        elif "dup_of" in cols:
             conds.append("dup_of IS NULL")
     return " AND ".join(conds)
 

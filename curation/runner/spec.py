@@ -117,7 +117,10 @@ def load_pipeline(path_or_doc: str | dict[str, Any], overrides: list[str] | None
     stages = []
     for i, s in enumerate(doc["stages"]):
         cls = stage_class(s["stage"])
-        cfg = cls.Config.parse(s.get("config") or {}, where=f"stages.{i}.config")
+        raw = dict(s.get("config") or {})
+        if s["stage"] == "download" and i == 0:
+            raw.setdefault("input", doc["input"])  # the pipeline's input feeds its first stage
+        cfg = cls.Config.parse(raw, where=f"stages.{i}.config")
         stages.append(StageSpec(i, s["stage"], s.get("name") or s["stage"], cfg))
     if stages[0].stage != "download" and not _is_dataset(doc["input"], doc.get("storage_options")):
         raise ConfigError(f"input: {doc['input']!r} is not a dataset (no manifest.json) and the first stage "

@@ -1,81 +1,122 @@
-"""The two Ray Data steps of scoring: read+decode+tokenise (tasks) and embed (actor pool).
+"""The Ray Data steps of scoring: read+decode (tasks or in-actor) and embed (actor pool).
 
-``read_shards`` runs as stateless Ray tasks: it reads a shard's tar sequentially, keeps
-successful samples, decodes their images (Pillow, draft mode) or passes the raw bytes on
-(GPU decode), and tokenises captions. ``ClipEmbedder`` is the callable class of the actor
-pool: it loads the model once per actor and embeds a batch. Because they are separate
-operators, Ray Data's streaming executor overlaps decoding of the next batches with the
-forward pass of the current one. Neither step ever raises for one bad sample: the sample
-leaves with a ``score_error`` reason and zero vectors, which the driver stores as nulls.
+Two layouts share these pieces (``curation.score.stage`` picks one):
+
+* ``split`` (GPU): ``read_shards`` runs as stateless Ray tasks: it reads a shard's tar
+  sequentially, keeps successful samples and decodes their images (Pillow, draft mode) or
+  passes the raw bytes on (GPU decode); ``ClipEmbedder`` is the callable class of the actor
+  pool: it loads the model once per actor, tokenises the captions (batched) and embeds a
+  batch. Ray Data's streaming executor overlaps decoding of the next batches with the
+  forward pass of the current one.
+* ``fused`` (CPU): ``ShardScorer`` actors each take whole shards, read them sequentially,
+  decode in a background thread one chunk ahead (Pillow releases the GIL) and run the model
+  on the chunk before. On CPU the model and the decoder compete for the same cores, so one
+  actor per ``threads_per_actor`` cores, each doing everything, keeps every core busy with no
+  block hand-offs through the object store. ``ShardScorer`` also runs in-process (no Ray)
+  for small datasets, where starting Ray Data workers would cost more than the work.
+
+Read tasks import only Pillow/numpy/pyarrow (captions travel as strings and are tokenised
+next to the model), so a fresh read worker starts in a fraction of a second. No step ever
+raises for one bad sample: the sample leaves with a ``score_error`` reason and zero vectors,
+which the driver stores as nulls.
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Iterator
+import queue
+import threading
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from curation.score.preprocess import PixelPipeline, decode_batch_torch, resize_normalize
 
 EMPTY_CAPTION = ""  # a null/empty caption is still scored: CLIP embeds the bare SOT/EOT tokens
+READ_COLUMNS = ["uid", "key", "status", "caption", "tar_offset"]
 
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer(arch: str):
-    import open_clip
-
-    from curation.models import register_tiny_configs
-
-    register_tiny_configs()
-    return open_clip.get_tokenizer(arch)
-
-
-def read_shards(batch: dict[str, np.ndarray], *, url: str, storage_options: dict, arch: str,
-                pipe: PixelPipeline, decode: str, draft: bool, chunk: int) -> Iterator[dict[str, Any]]:
-    """For each shard id in ``batch["shard"]``, yield chunks of decoded, tokenised samples.
+def read_shards(batch: dict[str, np.ndarray], *, url: str, storage_options: dict,
+                pipe: PixelPipeline, decode: str, draft: bool, chunk: int, **_: Any) -> Iterator[dict[str, Any]]:
+    """For each shard id in ``batch["shard"]``, yield chunks of decoded samples.
 
     ``decode="pil"`` ships ``uint8 (S,S,3)`` pixels; ``decode="torch"`` ships raw bytes
-    (the actor decodes them on its device).
+    (the actor decodes them on its device). Captions ship as strings.
     """
+    for sid in batch["shard"].tolist():
+        yield from iter_shard_chunks(url, storage_options, int(sid), pipe, decode, draft, chunk)
+
+
+def iter_shard_chunks(url: str, storage_options: dict, sid: int, pipe: PixelPipeline, decode: str,
+                      draft: bool, chunk: int) -> Iterator[dict[str, Any]]:
+    """One shard, read sequentially (one pass over its tar), in decoded chunks of ``chunk``."""
     from curation.io import Dataset
 
     ds = Dataset(url, storage_options)
-    tok = _tokenizer(arch)
-    for sid in batch["shard"].tolist():
-        rows: list[dict[str, Any]] = []
-        for sample in ds.iter_samples([int(sid)], columns=["uid", "key", "status", "caption", "tar_offset"]):
-            if sample["status"] != "success" or sample["tar_offset"] is None:
-                continue
-            rows.append(sample)
-            if len(rows) >= chunk:
-                yield _prepare(rows, int(sid), tok, pipe, decode, draft)
-                rows = []
-        if rows:
-            yield _prepare(rows, int(sid), tok, pipe, decode, draft)
+    rows: list[dict[str, Any]] = []
+    for sample in ds.iter_samples([sid], columns=READ_COLUMNS):
+        if sample["status"] != "success" or sample["tar_offset"] is None:
+            continue
+        rows.append(sample)
+        if len(rows) >= chunk:
+            yield _prepare(rows, sid, pipe, decode, draft)
+            rows = []
+    if rows:
+        yield _prepare(rows, sid, pipe, decode, draft)
 
 
-def _prepare(rows: list[dict], sid: int, tok, pipe: PixelPipeline, decode: str, draft: bool) -> dict[str, Any]:
-    captions = [r["caption"] if r["caption"] else EMPTY_CAPTION for r in rows]
+def _prepare(rows: list[dict], sid: int, pipe: PixelPipeline, decode: str, draft: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "uid": np.array([r["uid"] for r in rows], dtype=object),
         "shard": np.full(len(rows), sid, dtype=np.int32),
-        # the tokenizer truncates to the context length and keeps EOT last, as CLIP training did
-        "tokens": tok(captions).numpy().astype(np.int64),
+        "caption": np.array([r["caption"] or EMPTY_CAPTION for r in rows], dtype=object),
     }
     if decode == "torch":
         out["image"] = np.array([r["image"] for r in rows], dtype=object)
         out["error"] = np.array([""] * len(rows), dtype=object)
         return out
-    pixels = np.zeros((len(rows), pipe.size, pipe.size, 3), dtype=np.uint8)
-    errors = []
-    for i, r in enumerate(rows):
-        arr, err = pipe.decode(r["image"], draft=draft)
-        if arr is not None:
-            pixels[i] = arr
-        errors.append(err or "")
-    out["pixels"] = pixels
+    out["pixels"], errors = pipe.decode_many([r["image"] for r in rows], draft=draft)
     out["error"] = np.array(errors, dtype=object)
     return out
+
+
+def prefetch(it: Iterable[Any], depth: int = 1) -> Iterator[Any]:
+    """Run ``it`` in a background thread, ``depth`` items ahead of the consumer.
+
+    Decoding (Pillow) and the forward pass (torch) both release the GIL, so the next chunk
+    decodes while the model runs on this one. Exceptions re-raise in the consumer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    end, stop = object(), threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():  # the consumer may leave early: never block forever
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in it:
+                if not put((x, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((end, e))
+
+    t = threading.Thread(target=work, name="score-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is end:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
 
 
 class ClipEmbedder:
@@ -86,15 +127,16 @@ class ClipEmbedder:
     """
 
     def __init__(self, model: str, pretrained: str | None, device: str, precision: str,
-                 pipe: PixelPipeline, threads: int = 1):
+                 pipe: PixelPipeline, threads: int | None = 1, clip: Any = None):
         import torch
 
         from curation.models import load_clip
 
-        torch.set_num_threads(max(1, threads))
+        if threads:  # None: leave the process's setting alone (in-process use)
+            torch.set_num_threads(max(1, threads))
         self.device = device
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.clip = load_clip(model, pretrained, device=device)
+        self.clip = clip if clip is not None else load_clip(model, pretrained, device=device)
         if self.dtype is not torch.float32:
             self.clip.model.to(self.dtype)  # pure bf16, like the baseline loop users write
         self.pipe = pipe
@@ -134,7 +176,11 @@ class ClipEmbedder:
         txt_emb = np.zeros((n, d), dtype=np.float32)
         score = np.full(n, np.nan, dtype=np.float32)
         if ok:
-            tokens = torch.from_numpy(np.ascontiguousarray(batch["tokens"][ok])).to(self.device)
+            if "tokens" in batch:
+                tokens = torch.from_numpy(np.ascontiguousarray(batch["tokens"][ok]))
+            else:  # one batched call; truncates to the context length, EOT kept last as in training
+                tokens = self.clip.tokenizer([str(c) for c in batch["caption"][ok]])
+            tokens = tokens.to(self.device)
             with torch.inference_mode():
                 fi = F.normalize(self.clip.model.encode_image(images).float(), dim=-1)
                 ft = F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
@@ -142,3 +188,31 @@ class ClipEmbedder:
             img_emb[ok], txt_emb[ok], score[ok] = fi.cpu().numpy(), ft.cpu().numpy(), s.cpu().numpy()
         return {"uid": batch["uid"], "shard": batch["shard"], "clip_score": score,
                 "score_error": np.array(errors, dtype=object), "image_emb": img_emb, "text_emb": txt_emb}
+
+
+class ShardScorer:
+    """CPU actor (or in-process scorer): whole shards in, scored batches out.
+
+    Reads each shard sequentially, decodes ``batch_size`` samples at a time in a background
+    thread one chunk ahead of the model (:func:`prefetch`), and embeds each chunk with a
+    :class:`ClipEmbedder`. Output batches have the same columns as ``ClipEmbedder``'s.
+    """
+
+    def __init__(self, model: str, pretrained: str | None, device: str, precision: str,
+                 pipe: PixelPipeline, threads: int | None, url: str, storage_options: dict,
+                 draft: bool, chunk: int, clip: Any = None):
+        self.embedder = ClipEmbedder(model, pretrained, device, precision, pipe, threads, clip=clip)
+        self.pipe, self.url, self.storage_options = pipe, url, storage_options
+        self.draft, self.chunk = draft, chunk
+
+    def iter_shards(self, shard_ids: Iterable[int]) -> Iterator[dict[str, np.ndarray]]:
+        def chunks() -> Iterator[dict[str, Any]]:
+            for sid in shard_ids:
+                yield from iter_shard_chunks(self.url, self.storage_options, int(sid), self.pipe,
+                                             "pil", self.draft, self.chunk)
+
+        for b in prefetch(chunks(), depth=1):
+            yield self.embedder(b)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        yield from self.iter_shards(batch["shard"].tolist())

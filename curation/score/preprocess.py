@@ -31,12 +31,22 @@ MAX_PIXELS = 178_956_970  # Pillow's own bomb limit, made an explicit per-sample
 
 @dataclass
 class PixelPipeline:
-    """The PIL part of an open_clip eval transform plus its normalisation constants."""
+    """The PIL part of an open_clip eval transform plus its normalisation constants.
+
+    For open_clip's usual eval transform (``Resize(int) -> CenterCrop -> convert RGB``) the
+    PIL half is kept as plain numbers (``resize``, ``resample``) and run directly with Pillow:
+    the same ``Image.resize``/``crop``/``convert`` calls torchvision makes on PIL images,
+    without torchvision's per-call dispatch, and picklable without importing torch or
+    torchvision (so read tasks stay light). Any other transform list is kept as the
+    transform objects themselves (``pil_transforms``) and applied as is.
+    """
 
     pil_transforms: list[Any]
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: int | None = None      # shortest side -> this many px (torchvision int-size Resize)
+    resample: int | None = None    # Pillow resampling filter of that Resize
 
     @classmethod
     def from_preprocess(cls, preprocess: Any) -> "PixelPipeline":
@@ -48,7 +58,29 @@ class PixelPipeline:
             raise ValueError(f"unsupported preprocess transform (no ToTensor/Normalize): {preprocess}")
         crop = next((t for t in ts if type(t).__name__ == "CenterCrop"), None)
         size = int(crop.size[0]) if crop is not None else _resize_size(ts)
-        return cls(ts[:cut], size, tuple(norm.mean), tuple(norm.std))
+        mean, std = tuple(float(x) for x in norm.mean), tuple(float(x) for x in norm.std)
+        fused = _fusable(ts[:cut], size)
+        if fused is not None:
+            return cls([], size, mean, std, *fused)
+        return cls(ts[:cut], size, mean, std)
+
+    def _pil(self, img):
+        """Resize (shortest side) -> centre crop -> RGB, exactly as torchvision does on PIL."""
+        if self.resize is None:
+            for t in self.pil_transforms:
+                img = t(img)
+            return img
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        ns, nl = self.resize, int(self.resize * long / short)
+        nw, nh = (ns, nl) if w <= h else (nl, ns)
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), self.resample)
+        s = self.size
+        top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
+        if (nw, nh) != (s, s):
+            img = img.crop((left, top, left + s, top + s))
+        return img
 
     def decode(self, data: bytes, draft: bool = True) -> tuple[np.ndarray | None, str | None]:
         """Bytes -> ``uint8`` array ``(size, size, 3)``, or ``(None, reason)``; never raises."""
@@ -61,10 +93,11 @@ class PixelPipeline:
                 if img.width * img.height > MAX_PIXELS:
                     return None, f"{TOO_MANY_PIXELS}: {img.width}x{img.height}"
                 if draft and img.format == "JPEG":
-                    img.draft("RGB", (self.size, self.size))
+                    # decode at 1/2..1/8 scale, never below what the resize needs
+                    need = self.resize or self.size
+                    img.draft("RGB", (need, need))
                 img.load()
-                for t in self.pil_transforms:
-                    img = t(img)
+                img = self._pil(img)
                 if img.mode != "RGB":
                     img = img.convert("RGB")
                 arr = np.asarray(img, dtype=np.uint8)
@@ -73,6 +106,18 @@ class PixelPipeline:
         if arr.shape != (self.size, self.size, 3):
             return None, f"{DECODE_ERROR}: unexpected decoded shape {arr.shape}"
         return arr, None
+
+    def decode_many(self, datas: Sequence[bytes], draft: bool = True) -> tuple[np.ndarray, list[str]]:
+        """Decode a list of images into one ``uint8 (N,S,S,3)`` array plus per-image reasons
+        (``""`` when decoded; failed rows are zeros)."""
+        pixels = np.zeros((len(datas), self.size, self.size, 3), dtype=np.uint8)
+        errors = []
+        for i, d in enumerate(datas):
+            arr, err = self.decode(d, draft=draft)
+            if arr is not None:
+                pixels[i] = arr
+            errors.append(err or "")
+        return pixels, errors
 
     def to_tensor(self, pixels: np.ndarray, device: str = "cpu", dtype=None):
         """``uint8 (N,H,W,3)`` -> normalised float ``(N,3,H,W)`` exactly as ToTensor+Normalize."""
@@ -84,6 +129,33 @@ class PixelPipeline:
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         x = (x - mean) / std
         return x if dtype is None else x.to(dtype)
+
+
+def _fusable(ts: Sequence[Any], size: int) -> tuple[int, int] | None:
+    """``(resize, pil_resample)`` when the PIL transforms are exactly open_clip's
+    ``Resize(int) -> CenterCrop(size) -> [convert RGB]``; None for anything else."""
+    names = [type(t).__name__ for t in ts]
+    if names[:2] != ["Resize", "CenterCrop"]:
+        return None
+    for t in ts[2:]:  # open_clip's RGB conversion, as a class (3.x) or a function (older)
+        if not (getattr(t, "mode", None) == "RGB" or getattr(t, "__name__", "") == "_convert_to_rgb"):
+            return None
+    rs, cc = ts[0], ts[1]
+    s = rs.size
+    if isinstance(s, (list, tuple)):
+        if len(s) != 1:
+            return None
+        s = s[0]
+    cs = tuple(cc.size) if isinstance(cc.size, (list, tuple)) else (cc.size, cc.size)
+    if getattr(rs, "max_size", None) is not None or cs != (size, size) or int(s) < size:
+        return None
+    try:
+        from torchvision.transforms.functional import pil_modes_mapping
+
+        resample = int(pil_modes_mapping[rs.interpolation])
+    except (ImportError, KeyError):
+        return None
+    return int(s), resample
 
 
 def _resize_size(ts: Sequence[Any]) -> int:

@@ -10,8 +10,13 @@ Output of version N (DESIGN.md section 3):
   (DuckDB ``FLOAT[d]``), **row-aligned with the shard's metadata**: one row per metadata
   row, null vectors where nothing was scored, so joins work by position or by ``uid``.
 
-Execution is a Ray Data job (see :mod:`curation.score.embed`); shards are committed by the
-driver as their last batch arrives, so a killed run resumes at the first uncommitted shard.
+Execution is a Ray Data job (see :mod:`curation.score.embed`): on GPUs, read/decode tasks
+feed one model actor per GPU; on CPU, ``threads_per_actor``-core actors each read, decode and
+embed whole shards (decode one chunk ahead in a thread). A CPU run over at most
+``local_max_samples`` samples runs the same scorer in-process instead, since starting Ray Data
+workers (each importing torch and loading the model) costs more than such a job. Either way
+shards are committed by the driver as their last batch arrives, so a killed run resumes at the
+first uncommitted shard.
 """
 from __future__ import annotations
 
@@ -43,9 +48,12 @@ class ScoreConfig(StageConfig):
         decode: ``pil`` (Pillow in read tasks) or ``torch`` (torchvision in the actor, nvjpeg
             on GPU); ``auto`` picks ``torch`` on GPU.
         draft: Pillow draft mode for JPEGs (faster; pixels differ slightly from a full decode).
-        actors: actor-pool size; default one per GPU, or one per two CPUs.
-        threads_per_actor: torch intra-op threads in each CPU actor.
+        actors: actor-pool size; default one per GPU, or CPUs / ``threads_per_actor``.
+        threads_per_actor: torch intra-op threads (and CPUs reserved) per CPU actor.
         read_concurrency: max parallel read/decode tasks (default: as resources allow).
+        executor: ``ray``, ``local`` (in-process: one scorer, decode thread + model), or
+            ``auto``: local for CPU runs over at most ``local_max_samples`` samples.
+        local_max_samples: the ``auto`` threshold.
     """
 
     model: str = "ViT-B-32"
@@ -59,22 +67,42 @@ class ScoreConfig(StageConfig):
     threads_per_actor: int = Field(1, ge=1)
     read_concurrency: int | None = Field(None, ge=1)
     chunk: int = Field(256, ge=1, description="samples per read-task output block")
+    executor: Literal["auto", "ray", "local"] = "auto"
+    local_max_samples: int = Field(4096, ge=0)
 
 
 def resolve_plan(cfg: ScoreConfig) -> dict[str, Any]:
-    """Turn ``auto`` settings into concrete ones for the attached Ray cluster."""
+    """Turn ``auto`` settings into concrete ones (device/decode/precision; the Ray layout and
+    pool size are settled by :func:`cluster_plan` only when Ray runs)."""
+    if cfg.device == "auto":
+        gpus, _ = _cluster()
+        device = "cuda" if gpus else "cpu"
+    else:
+        device = cfg.device
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+    decode = cfg.decode if cfg.decode != "auto" else ("torch" if device == "cuda" else "pil")
+    return {"device": device, "precision": precision, "decode": decode}
+
+
+def cluster_plan(cfg: ScoreConfig, plan: dict[str, Any]) -> dict[str, Any]:
+    """``layout`` (``split``: read tasks -> model actors; ``fused``: CPU actors that read,
+    decode and embed whole shards) and ``actors`` for the attached Ray cluster."""
+    gpus, cpus = _cluster()
+    if plan["device"] == "cuda":
+        return {"layout": "split", "actors": cfg.actors or max(1, gpus)}
+    layout = "fused" if plan["decode"] == "pil" else "split"
+    per = cfg.threads_per_actor if layout == "fused" else cfg.threads_per_actor + 1
+    return {"layout": layout, "actors": cfg.actors or max(1, cpus // per)}
+
+
+def _cluster() -> tuple[int, int]:
     import ray
 
     from curation.runner.ray_utils import ensure_ray
 
     ensure_ray()
     res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
-    device = cfg.device if cfg.device != "auto" else ("cuda" if gpus else "cpu")
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
-    decode = cfg.decode if cfg.decode != "auto" else ("torch" if device == "cuda" else "pil")
-    actors = cfg.actors or (max(1, gpus) if device == "cuda" else max(1, cpus // 2))
-    return {"device": device, "precision": precision, "decode": decode, "actors": actors}
+    return int(res.get("GPU", 0)), int(res.get("CPU", 1))
 
 
 class ScoreStage(Stage):
@@ -91,7 +119,6 @@ class ScoreStage(Stage):
         clip = load_clip(cfg.model, cfg.pretrained)  # validates names/paths before anything is written
         pipe = PixelPipeline.from_preprocess(clip.preprocess)
         label, arch, dim = clip.name, clip.arch, _embed_dim(clip)
-        del clip
         # execution knobs (actors, batch size) do not change results, so they stay out of the hash
         semantic = {"model": cfg.model, "pretrained": cfg.pretrained, "draft": cfg.draft,
                     "decode": plan["decode"], "precision": plan["precision"]}
@@ -118,8 +145,19 @@ class ScoreStage(Stage):
         for sid in [s for s in pending if expected[s] == 0]:
             flush(sid)
         todo = [s for s in pending if expected[s] > 0]
+        n_todo = sum(expected[s] for s in todo)
+        local = plan["device"] == "cpu" and (
+            cfg.executor == "local" or (cfg.executor == "auto" and n_todo <= cfg.local_max_samples))
+        plan["executor"] = "local" if local else "ray"
         if todo:
-            for batch in _pipeline(ds, todo, cfg, plan, arch, pipe).iter_batches(batch_size=None, batch_format="numpy"):
+            if local:
+                batches = _local_batches(ds, todo, cfg, plan, pipe, clip)
+            else:
+                plan.update(cluster_plan(cfg, plan))
+                batches = _pipeline(ds, todo, cfg, plan, arch, pipe).iter_batches(
+                    batch_size=None, batch_format="numpy")
+            del clip
+            for batch in batches:
                 for sid, uid, s, err, ie, te in zip(batch["shard"], batch["uid"], batch["clip_score"],
                                                     batch["score_error"], batch["image_emb"], batch["text_emb"]):
                     acc[int(sid)][uid] = (s, err, ie, te)
@@ -147,16 +185,48 @@ def _expected(ds: Dataset, sid: int) -> int:
     return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
+def _local_batches(ds: Dataset, shard_ids: list[int], cfg: ScoreConfig, plan: dict, pipe: PixelPipeline, clip):
+    """The in-process executor: one :class:`ShardScorer` on the driver's already-loaded model,
+    decoding one chunk ahead in a thread while torch runs the model on the remaining cores."""
+    import os
+
+    import torch
+
+    from curation.score.embed import ShardScorer
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    # one core decodes; the rest run the model (intra-op threads beyond that only contend)
+    torch.set_num_threads(max(1, cores - 1))
+    try:
+        scorer = ShardScorer(cfg.model, cfg.pretrained, "cpu", plan["precision"], pipe, None,
+                             ds.url, ds.storage_options, cfg.draft, cfg.batch_size, clip=clip)
+        yield from scorer.iter_shards(shard_ids)
+    finally:
+        torch.set_num_threads(before)
+
+
 def _pipeline(ds: Dataset, shard_ids: list[int], cfg: ScoreConfig, plan: dict, arch: str, pipe: PixelPipeline):
-    """read/decode/tokenise tasks -> embedding actor pool, as one streaming Ray Data dataset."""
+    """The Ray Data job, as one streaming dataset of scored batches (see :func:`cluster_plan`)."""
     import ray
 
-    from curation.score.embed import ClipEmbedder, read_shards
+    from curation.score.embed import ClipEmbedder, ShardScorer, read_shards
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the stage reports progress through ctx.progress
     items = ray.data.from_items([{"shard": s} for s in shard_ids], override_num_blocks=len(shard_ids))
-    read_kwargs = {"url": ds.url, "storage_options": ds.storage_options, "arch": arch, "pipe": pipe,
+    model_kwargs = {"model": cfg.model, "pretrained": cfg.pretrained, "device": plan["device"],
+                    "precision": plan["precision"], "pipe": pipe, "threads": cfg.threads_per_actor}
+    if plan["layout"] == "fused":
+        # whole shards per call, so a shard is read sequentially by one actor; an actor takes
+        # one shard at a time so shards spread over the pool
+        return items.map_batches(
+            ShardScorer, batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=plan["actors"], max_tasks_in_flight_per_actor=1),
+            num_cpus=cfg.threads_per_actor,
+            fn_constructor_kwargs={**model_kwargs, "url": ds.url, "storage_options": ds.storage_options,
+                                   "draft": cfg.draft, "chunk": cfg.batch_size})
+    read_kwargs = {"url": ds.url, "storage_options": ds.storage_options, "pipe": pipe,
                    "decode": plan["decode"], "draft": cfg.draft, "chunk": cfg.chunk}
     # A ray_remote_args_fn keeps Ray Data from fusing the read tasks into the actor (it never
     # fuses ops whose args are computed late): fused, decoding would run inside the model
@@ -168,9 +238,7 @@ def _pipeline(ds: Dataset, shard_ids: list[int], cfg: ScoreConfig, plan: dict, a
     return rd.map_batches(
         ClipEmbedder, batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
         num_gpus=1 if gpu else 0, num_cpus=1 if gpu else cfg.threads_per_actor,
-        fn_constructor_kwargs={"model": cfg.model, "pretrained": cfg.pretrained, "device": plan["device"],
-                               "precision": plan["precision"], "pipe": pipe,
-                               "threads": cfg.threads_per_actor})
+        fn_constructor_kwargs=model_kwargs)
 
 
 def _spread() -> dict[str, Any]:

@@ -72,6 +72,7 @@ class RunConfig(StageConfig):
     seed: int = 0
     backend: Literal["local", "torchrun", "ray"] = "local"
     num_workers: int = Field(default=2, ge=1)   # ray backend only
+    data_workers: int = Field(default=0, ge=0)  # DataLoader workers per rank for streamed slices
     storage_options: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")

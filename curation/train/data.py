@@ -104,3 +104,43 @@ def build_cache(pairs: Any, preprocess: Callable, tokenizer: Callable) -> Tensor
     tokens = torch.cat([tokenizer(caps[i:i + 1024]) for i in range(0, len(caps), 1024)])
     has_labels = any(lb is not None for lb in labels)
     return TensorCache(torch.stack(imgs), tokens, caps, uids, labels if has_labels else [], nbytes)
+
+
+def write_pairs_dataset(pairs: Any, root: str, *, samples_per_shard: int = 256, columns: Iterable[str] = (),
+                        stage: str = "import", storage_options: dict | None = None) -> Any:
+    """Write image-caption pairs as a curated dataset (DESIGN.md section 3), e.g. to stream
+    the synthetic ``seed.parquet``/``eval.parquet`` like pipeline output.
+
+    Args:
+        pairs: a pyarrow Table or list of dicts with ``image`` (encoded bytes), ``caption``
+            and optionally ``uid`` and the extra ``columns`` (copied into the metadata,
+            e.g. ``slice``, ``class_label``).
+        root: output dataset URL; written with :class:`curation.io.DatasetWriter`.
+    Returns:
+        the committed :class:`curation.io.Dataset`.
+    """
+    import hashlib
+
+    from curation.io import DatasetWriter
+
+    rows = pairs.to_pylist() if hasattr(pairs, "to_pylist") else list(pairs)
+    columns = list(columns)
+    w = DatasetWriter(root, stage=stage, config={"samples": len(rows), "samples_per_shard": samples_per_shard,
+                                                 "columns": columns}, storage_options=storage_options)
+    shard_ids = []
+    for sid, lo in enumerate(range(0, len(rows), samples_per_shard)):
+        shard_ids.append(sid)
+        if w.is_committed(sid):
+            continue
+        with w.shard(sid) as sw:
+            for i, r in enumerate(rows[lo:lo + samples_per_shard], start=lo):
+                data = bytes(r["image"])
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height, ext = im.width, im.height, (im.format or "png").lower()
+                ext = {"jpeg": "jpg"}.get(ext, ext)
+                sw.add({"uid": str(r.get("uid") or f"{i:08d}"), "url": f"file://pairs/{i}", "caption": r["caption"],
+                        "status": "success", "error": None, "width": width, "height": height,
+                        "original_width": width, "original_height": height,
+                        "sha256": hashlib.sha256(data).hexdigest(), **{c: r.get(c) for c in columns}},
+                       image=data, image_ext=ext)
+    return w.commit(shard_ids)

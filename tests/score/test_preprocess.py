@@ -60,3 +60,41 @@ def test_actor_torch_decode_batch_scores_and_reasons_on_cpu():
     assert out["score_error"][4] == ""  # PNG falls back to the PIL path, still scored
     ok = [0, 1, 2, 4]
     assert np.allclose((out["image_emb"][ok] * out["text_emb"][ok]).sum(1), out["clip_score"][ok], atol=1e-5)
+
+
+def test_fused_pil_path_is_bitwise_open_clip_for_many_shapes_and_modes():
+    import pickle
+
+    clip, pipe = _pipe()
+    assert pipe.pil_transforms == [] and pipe.resize == 32  # plain numbers: read tasks need no torchvision
+    assert b"torchvision" not in pickle.dumps(pipe)
+    cases = [((1, 1), "RGB", "JPEG"), ((32, 32), "RGB", "PNG"), ((33, 32), "RGB", "JPEG"), ((31, 90), "L", "PNG"),
+             ((500, 37), "RGBA", "PNG"), ((64, 257), "P", "PNG"), ((123, 77), "CMYK", "JPEG"), ((2, 300), "RGB", "JPEG")]
+    for i, (size, mode, fmt) in enumerate(cases):
+        data = drawn_image(10 + i, size, mode, fmt)
+        arr, err = pipe.decode(data, draft=False)
+        assert err is None, (size, mode)
+        ref = clip.preprocess(Image.open(io.BytesIO(data)))
+        assert torch.equal(pipe.to_tensor(arr[None])[0], ref), (size, mode, fmt)
+
+
+def test_decode_many_and_prefetch():
+    import pytest
+
+    from curation.score.embed import prefetch
+
+    _, pipe = _pipe()
+    px, errs = pipe.decode_many([drawn_image(1, (64, 48)), b"junk", drawn_image(2, (40, 90), fmt="PNG")])
+    assert px.shape == (3, 32, 32, 3) and errs[0] == errs[2] == "" and errs[1].startswith("decode_error")
+    assert not px[1].any()
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def boom():
+        yield 1
+        raise ValueError("bad shard")
+
+    with pytest.raises(ValueError, match="bad shard"):
+        list(prefetch(boom()))
+    it = prefetch(iter(range(1000)))
+    assert next(it) == 0
+    it.close()  # consumer leaves early: the producer thread stops instead of blocking forever

@@ -56,3 +56,15 @@ def write_sliced(path: str, per_slice: int, seed: int = 0) -> str:
             rows.append({**r, "uid": f"{name}-{r['uid']}", "slice": name})
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+def write_sliced_dataset(root: str, per_slice: int, seed: int = 0, samples_per_shard: int = 40):
+    """The same drawn scenes as :func:`write_sliced`, as a curated dataset (``slice``,
+    ``class_label`` metadata columns) written with the real ``DatasetWriter``."""
+    from curation.train.data import write_pairs_dataset
+
+    rows = []
+    for k, (name, colours) in enumerate(SLICE_COLOURS.items()):
+        for r in scenes(per_slice, seed=seed * 10 + k, colours=colours):
+            rows.append({**r, "uid": f"{name}-{r['uid']}", "slice": name})
+    return write_pairs_dataset(rows, root, samples_per_shard=samples_per_shard, columns=["slice", "class_label"])

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from curation.train.config import RunConfig
 from curation.train.run import run_continual
-from tests.train.scenes import write_sliced
+from tests.train.scenes import write_sliced, write_sliced_dataset
 
 
 def _spec(tmp_path, out):
@@ -57,6 +57,75 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     ledger = pq.read_table(tmp_path / "killed/ledger/001-s2.parquet").to_pydict()
     assert sorted(set(ledger["source_slice"])) == ["s1", "s2"] and len(ledger["uid"]) == 64  # replay all
     assert os.path.getsize(tmp_path / "killed/heatmap.png") > 1000
+
+
+def _kill_and_resume(spec, out, kill_at=(1, 3)):
+    """Run ``spec`` into ``out`` in a subprocess SIGKILLed after step ``kill_at``, then resume here."""
+    killed = {**spec, "out": str(out)}
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        torch.set_num_threads(1)
+        from curation.train.config import RunConfig
+        from curation.train.run import run_continual
+        def die(k, step, parts):
+            if (k, step) == {kill_at!r}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        run_continual(RunConfig.parse({killed!r}), on_step=die)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert not os.path.exists(out / "summary.json")
+    seen = []
+    run_continual(RunConfig.parse(killed), on_step=lambda k, s, p: seen.append((k, s)))
+    return seen
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+def test_curated_dataset_streams_and_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
+    """A curated dataset is streamed through StreamingDataset (replay = a mix with a uid subset);
+    a run killed mid-slice resumes from the loader's state_dict at the exact sample and step."""
+    import curation.stream.dataset as sdm
+
+    ds = write_sliced_dataset(str(tmp_path / "ds"), 48)
+    spec = {"out": str(tmp_path / "whole"), "steps_per_slice": 6, "batch_size": 16, "checkpoint_every": 3,
+            "warmup_steps": 1, "slices": [{"name": n, "dataset": ds.url, "where": f"slice = '{n}'"} for n in ("s1", "s2")],
+            "replay": {"policy": "exp", "budget_samples": 24}, "loss": {"modx_alpha": 1.0}, "seed": 3}
+    streamed: list[list[str]] = []
+    real = sdm.StreamingDataset.iter_batches
+
+    def spy(self, *a, **kw):
+        for step, samples in real(self, *a, **kw):
+            streamed.append([s["uid"] for s in samples])
+            yield step, samples
+
+    monkeypatch.setattr(sdm.StreamingDataset, "iter_batches", spy)
+    run_continual(RunConfig.parse(spec))
+    monkeypatch.setattr(sdm.StreamingDataset, "iter_batches", real)
+    train_batches = [b for b in streamed if len(b) == 16]
+    assert len(train_batches) == 12                                      # 2 slices x 6 steps, all streamed
+    assert all(u.startswith("s1-") for b in train_batches[:6] for u in b)
+    assert sorted(u for b in train_batches[:3] for u in b) == sorted(u for b in train_batches[3:6] for u in b)
+    mixed = {u.split("-")[0] for b in train_batches[6:] for u in b}
+    assert mixed == {"s1", "s2"}                                         # slice 2 replays slice 1
+    ledger = pq.read_table(tmp_path / "whole/ledger/001-s2.parquet").to_pydict()
+    replayed = {u for u, s in zip(ledger["uid"], ledger["source_slice"]) if s == "s1"}
+    assert len(replayed) == 24 and {u for b in train_batches[6:] for u in b if u.startswith("s1-")} <= replayed
+    state = json.load(open(tmp_path / "whole/checkpoints/s001-0000003/state.json"))
+    assert state["position"]["loader"]["epoch"] == 0 and state["position"]["loader"]["plans"]
+    assert state["exposure"]["kind"] == "stream"
+    assert [(s["slice"], s["subset"], s["samples"]) for s in state["exposure"]["sources"]] == \
+        [("s2", False, 48), ("s1", True, 24)]
+
+    # killed after step 5 of slice 2: resumes from the step-3 state (mid-epoch 0 of the pool of
+    # 72 = 4 batches), crosses into epoch 1 at step 5
+    seen = _kill_and_resume(spec, tmp_path / "killed", kill_at=(1, 5))
+    assert seen == [(1, 4), (1, 5), (1, 6)]    # resumed at the exact step, nothing redone
+    a = load_file(str(tmp_path / "whole/slices/001-s2/model.safetensors"))
+    b = load_file(str(tmp_path / "killed/slices/001-s2/model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    rows = json.load(open(tmp_path / "killed/eval_rows.json"))
+    assert {r["metric"] for r in rows} >= {"i2t_r1", "zeroshot_acc"}   # class_label streamed for zero-shot
 
 
 _DDP_WORKER = """
