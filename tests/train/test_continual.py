@@ -159,6 +159,7 @@ if rank == 0:
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_equal_single_process_global_batch(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(_DDP_WORKER)

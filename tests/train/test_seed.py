@@ -12,6 +12,7 @@ from curation.train.evaluate import retrieval_metrics
 from tests.train.scenes import scenes
 
 
+@pytest.mark.slow
 def test_seed_clip_reduces_loss_and_beats_chance(tmp_path):
     train, held_out = scenes(768, seed=0), scenes(192, seed=1)
     table = pa.table({k: [r[k] for r in train] for k in ("image", "caption")})
