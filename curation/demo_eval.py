@@ -72,6 +72,12 @@ def evaluate_run(run_dir: str, corpus: str, threshold: float) -> dict[str, Any]:
         out["pr"]["exact duplicate"] = d["exact"]
         out["pr"]["near duplicate"] = d["near"]
     if "reasons" in ds.columns:
-        out["pr"]["tiny image (DataComp min side)"] = pr(
-            ["datacomp_min_side" in (r.get("reasons") or []) for r in ok], ["tiny" in (t[r["uid"]]["noise"] or []) for r in ok])
+        text_rules = ("datacomp_words", "datacomp_chars", "datacomp_english")
+        flagged = [r.get("caption_source") not in ("raw", "both") or any(x in (r.get("reasons") or []) for x in text_rules)
+                   for r in ok]
+        out["pr"]["bad caption (CLIP + text rules)"] = pr(flagged, [t[r["uid"]]["caption_mismatched"] for r in ok])
+        size_rules = ("datacomp_min_side", "datacomp_aspect")
+        out["pr"]["tiny or extreme-aspect image"] = pr(
+            [any(x in (r.get("reasons") or []) for x in size_rules) for r in ok],
+            [bool({"tiny", "extreme_aspect"} & set(t[r["uid"]]["noise"] or [])) for r in ok])
     return out

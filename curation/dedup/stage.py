@@ -61,10 +61,14 @@ def write_columns(ds: Dataset, vw, result: DedupResult, ctx: StageContext) -> No
                 "dedup_reason": [result.dedup_reason[i] for i in rows],
             }
             for name in NEW_COLUMNS:
+                if name == "phash" and result.phash is None and name in t.column_names:
+                    continue  # keep hashes taken at download time when pHash dedup did not run
                 if name in t.column_names:
                     t = t.drop_columns([name])
                 t = t.append_column(name, pa.array(new[name], type=pa.string()))
             vw.write_meta(sid, t)
-            samples += t.num_rows
+            samples = t.num_rows
+        else:
+            samples = 0
         done += 1
-        ctx.progress(done, total, samples)
+        ctx.progress(done, total, samples)  # samples: this shard's rows (the bar adds them up)

@@ -57,7 +57,8 @@ class DownloadConfig(StageConfig):
     respect_robots_txt: bool = True
     per_host_concurrency: int = 8
     per_host_rate: float | None = None
-    retry_failed: bool = False  # after finishing, re-fetch retryable failures as a new version
+    retry_failed: bool = False
+    phash: bool = True  # pHash of the bytes as downloaded (before resizing), reused by dedup
 
     @field_validator("samples_per_shard", "processes_count", "thread_count", "image_size",
                      "max_bytes", "max_pixels", "per_host_concurrency")

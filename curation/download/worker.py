@@ -59,6 +59,13 @@ def process_image(raw: bytes, cfg: DownloadConfig, resizer) -> tuple[dict[str, A
         return {**cols, "status": status, "error": err or "decode failed"}, None
     cols.update(status=st.SUCCESS, error=None, width=width, height=height,
                 original_width=ow, original_height=oh)
+    if cfg.phash:
+        # near-duplicate hashes are taken on the original bytes: after a resize/crop to a small
+        # training size, crops and shifts of one image drift apart (measured on the synthetic
+        # corpus at 64 px center_crop: 76% of near-duplicate pairs within radius 4, vs 100%)
+        from curation.dedup.phash import phash_bytes, to_hex
+
+        cols["phash"] = to_hex(phash_bytes(raw))
     return cols, img
 
 

@@ -45,7 +45,8 @@ class StageContext:
         output: root URL where producing stages write their dataset.
         input: the pipeline's input URL (URL list, shards, ...) for a first stage.
         storage_options: fsspec options for every URL of the run.
-        progress: ``progress(done_shards, total_shards, samples)`` callback for live bars.
+        progress: ``progress(done_shards, total_shards, samples)`` callback for live bars;
+            ``samples`` is the number of samples in the shard(s) just finished (not a total).
         stats: the stage fills it; the executor times it and saves it.
     """
 
