@@ -66,10 +66,10 @@ class ShardWriter:
         info.mtime = 0
         info.mode = 0o644
         info.uname = info.gname = ""
-        start = self._tar.offset
-        header = len(info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors))
         self._tar.addfile(info, io.BytesIO(data))
-        return start + header
+        # the data ends the member, padded to a whole 512-byte block: its start is derived
+        # instead of serialising the header a second time just to measure it
+        return self._tar.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
     def add(self, row: dict[str, Any], image: bytes | None = None, image_ext: str = "jpg") -> dict[str, Any]:
         """Add one sample. ``row`` holds its metadata columns; ``image`` None records a
