@@ -54,3 +54,19 @@ def format_validation_error(e: ValidationError, data: dict, where: str = "") -> 
         else:
             lines.append(f"{path}: {err['msg']} (got {value!r})")
     return "; ".join(lines)
+
+
+def load_yaml_mapping(path: str, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file (``what``: "pipeline")."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {what} must be a mapping (got {type(data).__name__})")
+    return data

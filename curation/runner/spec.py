@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from curation.config import StageConfig, config_hash
+from curation.config import StageConfig, config_hash, load_yaml_mapping
 from curation.errors import ConfigError
 from curation.io.format import load_schema
 from curation.runner.stage import stage_class
@@ -100,16 +100,7 @@ def load_pipeline(path_or_doc: str | dict[str, Any], overrides: list[str] | None
     if isinstance(path_or_doc, dict):
         doc, where = path_or_doc, "pipeline"
     else:
-        where = path_or_doc
-        try:
-            with open(path_or_doc) as f:
-                doc = yaml.safe_load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{path_or_doc}: pipeline file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path_or_doc}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{where}: a pipeline is a mapping with name, input, output, stages")
+        doc, where = load_yaml_mapping(path_or_doc, "pipeline"), path_or_doc
     doc = apply_overrides(doc, overrides or [])
     problem = _schema_error(doc)
     if problem:

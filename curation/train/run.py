@@ -250,18 +250,8 @@ def _arch(cfg: RunConfig) -> str:
 
 def load_run_config(path: str, overrides: dict | None = None) -> RunConfig:
     """Read a YAML/JSON run spec (``out`` defaults to beside the file) into a RunConfig."""
-    import yaml
+    from curation.config import load_yaml_mapping
 
-    from curation.errors import ConfigError
-
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: run spec not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a run spec must be a mapping (got {type(data).__name__})")
+    data = load_yaml_mapping(path, "run spec")
     data = {**data, **(overrides or {})}
     return RunConfig.parse(data, where=os.path.basename(path))
