@@ -105,9 +105,7 @@ def _attach_version(ds: Dataset, version: int):
     """A VersionWriter for an already chosen version number (no new number is picked)."""
     from curation.io.writer import VersionWriter
 
-    vw = VersionWriter.__new__(VersionWriter)
-    vw.ds, vw.fs, vw.root, vw.parent, vw.version, vw.embeddings = ds, ds.fs, ds.root, ds.version, version, None
-    return vw
+    return VersionWriter.attach(ds, version)
 
 
 def _copy_prefix(ds: Dataset, shard_id: int, failed_keys: set[str]) -> tuple[str, int]:

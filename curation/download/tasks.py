@@ -6,22 +6,12 @@ from typing import Any
 
 from curation.download.config import DownloadConfig
 from curation.download.worker import download_rows
-from curation.io.fs import get_fs
 from curation.io.writer import DatasetWriter
 
 
 def attach_writer(url: str, storage_options: dict | None) -> DatasetWriter:
-    """A DatasetWriter for a task to write shards into a dataset the driver already claimed.
-
-    Building one with ``DatasetWriter(...)`` would re-run the claim, which cleans temp files
-    that sibling tasks are writing at that moment; shard writing needs only fs/root/version.
-    """
-    w = DatasetWriter.__new__(DatasetWriter)
-    w.url = url.rstrip("/")
-    w.storage_options = dict(storage_options or {})
-    w.fs, w.root = get_fs(w.url, w.storage_options)
-    w.version = 1
-    return w
+    """A DatasetWriter for a task writing shards into a dataset the driver already claimed."""
+    return DatasetWriter.attach(url, storage_options)
 
 
 def shard_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -198,6 +198,17 @@ class DatasetWriter:
             self.fs.makedirs(self.root, exist_ok=True)
             atomic_write_bytes(self.fs, state_path, json.dumps(mine).encode())
 
+    @classmethod
+    def attach(cls, url: str, storage_options: dict | None = None, version: int = 1) -> "DatasetWriter":
+        """A writer for a Ray task that writes shards into an output its driver already claimed
+        (no claim check, no state file: only what :meth:`shard` and :meth:`is_committed` need)."""
+        w = cls.__new__(cls)
+        w.url = url.rstrip("/")
+        w.storage_options = dict(storage_options or {})
+        w.fs, w.root = get_fs(w.url, w.storage_options)
+        w.version = version
+        return w
+
     @property
     def is_complete(self) -> bool:
         """True when a manifest was already committed by this same run config."""
@@ -301,6 +312,14 @@ class VersionWriter:
         v = max([*existing, *taken, 0]) + 1
         atomic_write_bytes(self.fs, join(meta_root, f"v{v}", "_stage.json"), json.dumps(me).encode())
         return v
+
+    @classmethod
+    def attach(cls, ds: Dataset, version: int) -> "VersionWriter":
+        """A writer for a version number already chosen (by the driver) on top of ``ds``."""
+        vw = cls.__new__(cls)
+        vw.ds, vw.fs, vw.root, vw.parent, vw.version, vw.embeddings = ds, ds.fs, ds.root, ds.version, version, None
+        vw.stage, vw.config, vw.config_hash = "", {}, ""
+        return vw
 
     def is_committed(self, shard_id: int) -> bool:
         return self.fs.exists(join(self.root, fmt.meta_file(self.version, shard_id)))

@@ -17,7 +17,6 @@ run's apart from timestamps.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Callable
 
 from curation.io import Dataset
