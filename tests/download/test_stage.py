@@ -8,7 +8,6 @@ import pytest
 from curation.download.inputs import InputError
 from curation.download.stage import download
 from curation.errors import ConfigError
-from curation.io import Dataset
 
 from .server import FaultServer
 

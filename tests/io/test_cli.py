@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from curation.cli import app
@@ -77,7 +75,7 @@ def test_validate_detects_truncated_tar(tmp_path):
 
 def test_validate_detects_wrong_offsets(tmp_path):
     root = tmp_path / "ds"
-    ds = make_dataset(str(root))
+    make_dataset(str(root))
     meta_path = root / "meta" / "v1" / "000000.parquet"
     t = pq.read_table(meta_path)
     offs = t.column("tar_offset").to_pylist()

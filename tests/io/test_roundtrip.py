@@ -53,7 +53,7 @@ def test_roundtrip_s3(s3_server):
 def test_webdataset_reads_our_shards(tmp_path):
     import webdataset as wds
 
-    ds = make_dataset(str(tmp_path / "ds"), shards=1, per_shard=3)
+    make_dataset(str(tmp_path / "ds"), shards=1, per_shard=3)
     got = list(wds.WebDataset(str(tmp_path / "ds" / "shards" / "000000.tar"), shardshuffle=False))
     assert len(got) == 3
     assert all({"jpg", "txt", "json"} <= set(g) for g in got)
@@ -62,7 +62,7 @@ def test_webdataset_reads_our_shards(tmp_path):
 
 def test_tar_bytes_are_deterministic(tmp_path):
     a = make_dataset(str(tmp_path / "a"))
-    b = make_dataset(str(tmp_path / "b"))
+    make_dataset(str(tmp_path / "b"))
     for sid in a.shard_ids:
         assert (tmp_path / "a" / "shards" / f"{sid:06d}.tar").read_bytes() == \
                (tmp_path / "b" / "shards" / f"{sid:06d}.tar").read_bytes()
