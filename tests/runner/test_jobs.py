@@ -27,6 +27,9 @@ def ray_head(tmp_path):
     gcs, dash, client, agent, metrics = (free_port(taken) for _ in range(5))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_USAGE_STATS_ENABLED="0", NO_ALBUMENTATIONS_UPDATE="1")
+    # the job's entrypoint (`curate run ...`) runs in the head's environment: put this
+    # interpreter's bin folder (the project's venv) on its PATH, as an installed image would
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
