@@ -6,7 +6,6 @@ invisible to it. Errors name the file that is missing or malformed.
 """
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from typing import Any, Iterable, Iterator
@@ -37,8 +36,6 @@ class Dataset:
         if version is not None and version not in self.history_versions():
             raise DatasetError(f"{self.manifest_url}: version {version} is not in this dataset's history "
                                f"(has {self.history_versions()})")
-
-    open = classmethod(lambda cls, url, storage_options=None, version=None: cls(url, storage_options, version))
 
     # -- manifest -------------------------------------------------------------------
     @property
@@ -90,7 +87,10 @@ class Dataset:
     def columns(self) -> list[str]:
         if self._version is None or self._version == self.manifest["version"]:
             return list(self.manifest["columns"])
-        return pq.read_schema(self.fs.open(self._meta_path(self.shard_ids[0]))).names if self.shard_ids else []
+        if not self.shard_ids:
+            return []
+        with self.fs.open(self._meta_path(self.shard_ids[0]), "rb") as f:
+            return pq.read_schema(f).names
 
     @property
     def embeddings(self) -> dict[str, Any] | None:
@@ -241,12 +241,4 @@ def iter_tar_groups(fileobj, where: str) -> Iterator[dict[str, Any]]:
         yield current
 
 
-def decode_json_member(data: bytes, where: str) -> dict[str, Any]:
-    """Parse a ``<key>.json`` member (plain JSON only; nothing executable is ever decoded)."""
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{where}: malformed JSON member ({e})") from None
-
-
-__all__ = ["Dataset", "iter_tar_groups", "decode_json_member", "io"]
+__all__ = ["Dataset", "iter_tar_groups"]

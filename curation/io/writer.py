@@ -227,18 +227,13 @@ class DatasetWriter:
         columns: list[str] = []
         total = 0
         for sid in sorted(shard_ids):
-            meta_path = join(self.root, fmt.meta_file(self.version, sid))
-            if not self.fs.exists(meta_path):
-                raise DatasetError(f"{join(self.url, fmt.meta_file(self.version, sid))}: shard {sid} was never committed")
-            md = pq.read_metadata(self.fs.open(meta_path, "rb"))
-            num_images = _count_images(self.fs, meta_path)
+            rows, num_images, names = _shard_summary(self.fs, join(self.root, fmt.meta_file(self.version, sid)),
+                                                     join(self.url, fmt.meta_file(self.version, sid)), sid)
             tar_path = join(self.root, fmt.shard_tar(sid))
             entries.append({"id": sid, "tar": fmt.shard_tar(sid), "tar_bytes": int(self.fs.size(tar_path)),
-                            "num_samples": md.num_rows, "num_images": num_images})
-            total += md.num_rows
-            for n in md.schema.to_arrow_schema().names:
-                if n not in columns:
-                    columns.append(n)
+                            "num_samples": rows, "num_images": num_images})
+            total += rows
+            columns += [n for n in names if n not in columns]
         manifest = {
             "format": "curation-dataset", "format_version": 1, "created_at": now_iso(),
             "version": self.version, "num_samples": total, "columns": columns or fmt.required_columns(),
@@ -257,10 +252,15 @@ class DatasetWriter:
         return Dataset(self.url, self.storage_options)
 
 
-def _count_images(fs, meta_path: str) -> int:
-    with fs.open(meta_path, "rb") as f:
-        col = pq.read_table(f, columns=["tar_offset"]).column("tar_offset")
-    return len(col) - col.null_count
+def _shard_summary(fs, meta_path: str, where: str, sid: int) -> tuple[int, int, list[str]]:
+    """(rows, rows with an image, column names) of a committed shard's metadata, in one read."""
+    try:
+        with fs.open(meta_path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            offsets = pf.read(columns=["tar_offset"]).column("tar_offset")
+            return pf.metadata.num_rows, len(offsets) - offsets.null_count, pf.schema_arrow.names
+    except FileNotFoundError:
+        raise DatasetError(f"{where}: shard {sid} was never committed") from None
 
 
 def write_manifest(fs, root: str, manifest: dict[str, Any], url: str) -> None:
@@ -352,7 +352,8 @@ class VersionWriter:
             raise DatasetError(f"{self.ds.url}: version {self.version} is missing shards {pending[:10]}")
         columns: list[str] = []
         for sid in self.ds.shard_ids[:1]:
-            columns = pq.read_schema(self.fs.open(join(self.root, fmt.meta_file(self.version, sid)), "rb")).names
+            with self.fs.open(join(self.root, fmt.meta_file(self.version, sid)), "rb") as f:
+                columns = pq.read_schema(f).names
         m = json.loads(json.dumps(self.ds.manifest))
         m["version"] = self.version
         m["columns"] = columns or m["columns"]
@@ -365,7 +366,8 @@ class VersionWriter:
         emb = embeddings or self.embeddings
         if emb is None and self.fs.exists(join(self.root, f"emb/v{self.version}")):
             first = join(self.root, fmt.emb_file(self.version, self.ds.shard_ids[0]))
-            sch = pq.read_schema(self.fs.open(first, "rb"))
+            with self.fs.open(first, "rb") as f:
+                sch = pq.read_schema(f)
             emb = {"version": self.version, "dim": int(sch.field("image_emb").type.list_size),
                    "model": (sch.metadata or {}).get(b"model", b"").decode() or self.stage}
         if emb is not None:
