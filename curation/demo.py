@@ -25,6 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the seed CLIP's operating point on the synthetic corpus: a sweep of the raw-caption score on
 # the 2000-record demo gave P/R 0.96/0.75 at 0.25, 0.89/0.86 at 0.4, 0.83/0.91 at 0.5
 DEMO_THRESHOLD = 0.4
+# the filter CLIP's architecture (models.TINY_CONFIGS): a small ResNet tower, trained with the
+# square's 8 symmetries as augmentation (the synthetic scenes have no orientation)
+FILTER_MODEL = "curation-tiny-rn"
 
 
 def _step(msg: str) -> float:
@@ -55,8 +58,8 @@ def train_filter_clip(corpus: str, out_dir: str, steps: int, seed: int) -> str:
     from curation.train.seed import train_seed_clip
 
     pairs = pq.read_table(os.path.join(corpus, "seed.parquet"), columns=["image", "caption"])
-    return train_seed_clip(pairs, out_dir=out_dir, model="curation-tiny", steps=steps, batch_size=256,
-                           lr=2e-3, seed=seed, log_every=max(steps // 4, 1))
+    return train_seed_clip(pairs, out_dir=out_dir, model=FILTER_MODEL, steps=steps, batch_size=256,
+                           lr=4e-3, seed=seed, augment=True, log_every=max(steps // 4, 1))
 
 
 def run_curation(urls: str, run_dir: str, checkpoint: str, overrides: list[str]) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def demo(out: str = typer.Option("out/demo", "--out", help="where everything is 
          samples: int = typer.Option(2000, "--samples", help="corpus size (records)"),
          seed: int = typer.Option(0, "--seed"),
          seed_pairs: int = typer.Option(3000, help="clean seed pairs the filter CLIP trains on"),
-         seed_steps: int = typer.Option(250, help="training steps of the filter CLIP (batch 256)"),
+         seed_steps: int = typer.Option(1500, help="training steps of the filter CLIP (batch 256)"),
          train_steps: int = typer.Option(40, help="steps per slice of the continual run"),
          fresh: bool = typer.Option(True, help="start from scratch (else resume what is there)"),
          as_json: Optional[str] = typer.Option(None, "--json", help="also write the summary as JSON here")) -> None:

@@ -1,10 +1,11 @@
 """The embedded demo end to end at a small size, checked against the synthetic ground truth.
 
-Thresholds were set from measurement (2026-11-26, 2-core box, this exact configuration:
-400 records, 1,500 seed pairs, 120 seed steps): failed downloads, exact and near duplicates
-and tiny/extreme-aspect images all at P = R = 1.0; mismatched captions by CLIP score
-P 1.0 / R 0.81, with the text rules P 1.0 / R 0.89. The bounds leave room for run-to-run
-float noise, not for a broken stage.
+Thresholds were set from measurement (2026-11-26 session 2, 2-core box, this exact
+configuration: 400 records, the demo's filter CLIP recipe of 3,000 seed pairs and 1,500
+steps): failed downloads, exact and near duplicates and tiny/extreme-aspect images all at
+P = R = 1.0; mismatched captions by CLIP score P 0.80 / R 0.88, with the text rules
+P 0.81 / R 0.90; retrieval captions recovered 44 of 78 mismatched records. The bounds leave
+room for run-to-run float noise, not for a broken stage.
 """
 from __future__ import annotations
 
@@ -20,18 +21,22 @@ BOUNDS = {  # kind: (min precision, min recall)
     "exact duplicate": (0.95, 0.95),
     "near duplicate": (0.95, 0.95),
     "tiny or extreme-aspect image": (0.9, 0.9),
-    "mismatched caption (CLIP score)": (0.85, 0.65),
-    "bad caption (CLIP + text rules)": (0.85, 0.75),
+    "mismatched caption (CLIP score)": (0.75, 0.8),
+    "bad caption (CLIP + text rules)": (0.75, 0.8),
 }
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # trains the demo's filter CLIP: ~6 min on 2 cores
 def test_demo_small_end_to_end(tmp_path):
     curate = os.path.join(os.path.dirname(sys.executable), "curate")
     out, summary = tmp_path / "demo", tmp_path / "summary.json"
-    r = subprocess.run([curate, "demo", "--out", str(out), "--samples", "400", "--seed-pairs", "1500",
-                        "--seed-steps", "120", "--train-steps", "5", "--json", str(summary)],
-                       capture_output=True, text=True, timeout=900)
+    # the demo's own filter CLIP recipe (3,000 seed pairs, default steps) on a smaller corpus
+    # (the suite pins tests to one thread; the demo, like `make demo`, gets the machine's cores)
+    threads = str(min(os.cpu_count() or 1, 4))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    r = subprocess.run([curate, "demo", "--out", str(out), "--samples", "400", "--train-steps", "5",
+                        "--json", str(summary)], capture_output=True, text=True, timeout=1500, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     printed = r.stdout
     assert "removal kinds against the ground truth" in printed and "curation funnel" in printed
@@ -50,3 +55,8 @@ def test_demo_small_end_to_end(tmp_path):
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "run" / "train" / "metrics.parquet").exists()
     assert "i2t_r1" in printed
+    # caption enrichment: retrieval with the demo's trained model recovers the exact true
+    # caption of most mismatched records, and the demo says how many
+    rec = ev["recovered"]
+    assert rec["mismatched"] > 40 and rec["correct"] > rec["mismatched"] / 2, rec
+    assert f"recovered {rec['correct']} of {rec['mismatched']} mismatched records" in " ".join(printed.split())

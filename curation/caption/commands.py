@@ -27,6 +27,7 @@ def caption(
     bank: str = typer.Option("synth", help="retrieval candidates: 'synth' or a text file, one caption per line"),
     classes: Optional[str] = typer.Option(None, help="class labels ('synth' or a file) for --restrict-to-class"),
     restrict_to_class: bool = typer.Option(False, help="retrieve only among candidates of the predicted class"),
+    views: str = typer.Option("none", help="retrieval test-time views: none, flip or dihedral (8 symmetries)"),
     clip_model: Optional[str] = typer.Option(None, help="scoring CLIP (default: the dataset's score model)"),
     clip_pretrained: Optional[str] = typer.Option(None, help="scoring CLIP weights"),
     threshold: float = typer.Option(0.28, help="CLIP rule: a pair passes when its score >= threshold"),
@@ -43,7 +44,7 @@ def caption(
         "method": method, "model": model, "pretrained": pretrained, "decoding": decoding,
         "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "temperature": temperature,
         "top_k": top_k, "top_p": top_p, "num_beams": num_beams, "seed": seed, "bank": bank,
-        "classes": classes, "restrict_to_class": restrict_to_class, "clip_model": clip_model,
+        "classes": classes, "restrict_to_class": restrict_to_class, "views": views, "clip_model": clip_model,
         "clip_pretrained": clip_pretrained, "threshold": threshold, "mode": mode,
         "batch_size": batch_size, "device": device})
     ds = Dataset(dataset)

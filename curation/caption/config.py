@@ -23,6 +23,13 @@ class CaptionConfig(StageConfig):
             URL, one caption per line.
         classes: optional class labels (``synth`` or a file) to restrict retrieval to the
             image's predicted class (``restrict_to_class``), prompted with ``class_template``.
+        views: retrieval with test-time augmentation: the candidate is the one nearest the
+            mean image embedding over the horizontal flip (``flip``) or all 8 symmetries of
+            the square (``dihedral``; only for captions without orientation, such as the
+            synthetic corpus's: +5 points of exact retrieval on its eval pairs with a 900-step
+            demo model, +1 record of 403 on the demo's downloaded images). Scores
+            (``synthetic_clip_score``) always use the plain image, so they stay comparable
+            with ``clip_score``.
         clip_model, clip_pretrained: the CLIP that scores raw and synthetic pairs (and
             retrieves). Default: the model of the dataset's last ``score`` stage, so
             ``synthetic_clip_score`` is comparable with ``clip_score``.
@@ -47,6 +54,7 @@ class CaptionConfig(StageConfig):
     bank: str = "synth"
     classes: str | None = None
     restrict_to_class: bool = False
+    views: Literal["none", "flip", "dihedral"] = "none"
     class_template: str = "a photo of a {}"
     clip_model: str | None = None
     clip_pretrained: str | None = None

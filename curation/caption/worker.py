@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from curation.augment import views
 from curation.caption.config import CaptionConfig
 from curation.caption.mixing import caption_sources
 from curation.caption.retrieval import build_bank, load_texts, retrieve
@@ -121,6 +122,9 @@ class _Job:
         self.ds, self.cfg, self.device, self.clip, self.clip_key = ds, cfg, device, clip, clip_key
         self.shard_id, self.batches = shard_id, 0
 
+    def _embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.model.encode_image(images.to(self.device)).float(), dim=-1).cpu()
+
     def _embed_text(self, texts: list[str]) -> torch.Tensor:
         tok = self.clip.tokenizer(texts).to(self.device)
         return F.normalize(self.clip.model.encode_text(tok).float(), dim=-1).cpu()
@@ -134,7 +138,9 @@ class _Job:
         raws: list[float | None] = [None] * n
         images = None
         with _autocast(self.device):
-            if stored is not None and all(s is not None for s in stored) and cfg.method == "retrieval":
+            multi_view = cfg.method == "retrieval" and cfg.views != "none"
+            if stored is not None and all(s is not None for s in stored) and cfg.method == "retrieval" \
+                    and not multi_view:
                 good = list(range(n))    # stored embeddings: no image needs decoding
                 img_emb = F.normalize(torch.tensor(np.array([s[0] for s in stored]), dtype=torch.float32), dim=-1)
                 raw = (F.normalize(torch.tensor(np.array([s[1] for s in stored]), dtype=torch.float32), dim=-1)
@@ -144,12 +150,15 @@ class _Job:
                 good = [i for i in range(n) if ok[i]]
                 if images is None:
                     return caps, scores, raws
-                img_emb = F.normalize(self.clip.model.encode_image(images.to(self.device)).float(), dim=-1).cpu()
+                embs = [self._embed_images(v) for v in views(images, cfg.views if multi_view else "none")]
+                img_emb = embs[0]        # the plain image: every score uses it
                 raw = (self._embed_text([rows[i]["caption"] or "" for i in good]) * img_emb).sum(-1)
             if cfg.method == "retrieval":
                 bank = _bank(*self.clip_key, self.device, cfg.bank, cfg.classes, cfg.class_template)
-                top_i, top_s = retrieve(bank, img_emb, restrict_to_class=cfg.restrict_to_class)
-                texts, syn = [bank.texts[int(t)] for t in top_i[:, 0]], top_s[:, 0]
+                query = F.normalize(torch.stack(embs).mean(0), dim=-1) if multi_view else img_emb
+                top_i, _ = retrieve(bank, query, restrict_to_class=cfg.restrict_to_class)
+                chosen = top_i[:, 0]
+                texts, syn = [bank.texts[int(t)] for t in chosen], (bank.emb[chosen] * img_emb).sum(-1)
             else:
                 texts = self._generate([rows[i] for i in good])
                 syn = (self._embed_text(texts) * img_emb).sum(-1)

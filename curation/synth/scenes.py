@@ -129,6 +129,8 @@ def class_labels(slices: Iterable[str | int] | None = None,
 def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
     if shape == "star":
         pts = [(r if i % 2 == 0 else r * 0.45, rot + i * math.pi / 5) for i in range(10)]
+    elif shape == "diamond":  # a rhombus: a rotated square would be a square
+        pts = [(r * (1.0 if i % 2 == 0 else 0.55), rot + i * math.pi / 2) for i in range(4)]
     elif shape == "cross":
         a, b = r, r * 0.35
         raw = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b),
@@ -136,7 +138,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tup
         c, s = math.cos(rot), math.sin(rot)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in raw]
     else:
-        sides = {"triangle": 3, "square": 4, "diamond": 4, "hexagon": 6}[shape]
+        sides = {"triangle": 3, "square": 4, "hexagon": 6}[shape]
         offset = math.pi / 4 if shape == "square" else 0.0
         pts = [(r, rot + offset + i * 2 * math.pi / sides) for i in range(sides)]
     return [(cx + d * math.cos(t), cy + d * math.sin(t)) for d, t in pts]
@@ -180,7 +182,7 @@ def render_scene(color: str, shape: str, background: str, count: int = 1, *,
     img = _background(COLORS[background][0], width, height, rng)
     draw = ImageDraw.Draw(img)
     m = min(width, height)
-    r = m * rng.uniform(0.16, 0.24) * (1.0 if count == 1 else 0.75 if count == 2 else 0.6)
+    r = m * rng.uniform(0.18, 0.25) * (1.0, 0.85, 0.75, 0.7)[count - 1]
     centers: list[tuple[float, float]] = []
     for _ in range(count):
         for _attempt in range(60):  # rejection-sample a non-overlapping centre

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from curation.augment import random_dihedral
 from curation.models import register_tiny_configs, save_checkpoint
 from curation.train.data import build_cache
 from curation.train.losses import clip_loss
@@ -41,7 +42,7 @@ def create_train_model(model: str, pretrained: str | None = None, seed: int = 0)
 def train_seed_clip(pairs: Any, *, out_dir: str, model: str = "curation-tiny", pretrained: str | None = None,
                     steps: int = 400, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.1,
                     warmup: int | None = None, seed: int = 0, log_every: int = 50,
-                    history: list[float] | None = None) -> str:
+                    augment: bool = False, history: list[float] | None = None) -> str:
     """Train a CLIP with the contrastive loss on ``pairs`` and save a checkpoint folder.
 
     Args:
@@ -53,6 +54,10 @@ def train_seed_clip(pairs: Any, *, out_dir: str, model: str = "curation-tiny", p
         steps, batch_size, lr, weight_decay, warmup: AdamW + cosine-with-warmup schedule;
             ``warmup`` defaults to 5% of ``steps``.
         seed: seeds init and batch order; same seed + same pairs -> same weights.
+        augment: flip and transpose each image at random (the 8 symmetries of the square).
+            Only for captions that say nothing about orientation or left/right, such as the
+            synthetic corpus's; on 3000 seed pairs it lifts held-out shape accuracy from
+            0.47 to 0.62 at 600 steps (supervised probe, DESIGN.md section 7).
         history: if given, per-step training losses are appended to it.
     Returns:
         ``out_dir``, loadable with ``load_clip(model, pretrained=out_dir)``.
@@ -74,7 +79,10 @@ def train_seed_clip(pairs: Any, *, out_dir: str, model: str = "curation-tiny", p
         idx = perm[pos:pos + bs]
         pos += bs
         set_lr(opt, cosine_lr(step, steps, lr, warm))
-        img, txt, scale = net(cache.images[idx], cache.tokens[idx])
+        images = cache.images[idx]
+        if augment:
+            images = random_dihedral(images, gen)
+        img, txt, scale = net(images, cache.tokens[idx])
         loss = clip_loss(img, txt, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()

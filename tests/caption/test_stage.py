@@ -116,3 +116,56 @@ def test_bad_config_fails_before_writing(small_ds, tmp_path):
     with pytest.raises(ConfigError, match="no `score` stage"):
         CaptionStage({"method": "retrieval"})(small_ds, StageContext(output=small_ds.url))
     assert not os.path.exists(os.path.join(small_ds.url, "meta", "v2"))
+
+
+def test_retrieval_views_choose_by_mean_embedding_but_score_the_plain_image(small_ds, tmp_path):
+    """With test-time views the candidate is the bank text nearest the mean embedding of the
+    image's 8 symmetries, while ``synthetic_clip_score`` stays the plain image's score (so it
+    is comparable with ``clip_score`` under the mixing rule)."""
+    import torch
+
+    from curation.caption import worker
+    from curation.caption.coca import randomize_
+
+    scored = _fake_score(small_ds, [-0.9] * 12)
+    bank = tmp_path / "bank.txt"
+    texts = [scene_caption(*s) for s in SCENES] + [f"{n} {c} stars on a white background"
+                                                   for n in ("two", "three") for c in ("red", "blue", "green")]
+    bank.write_text("\n".join(texts))
+    config = {"method": "retrieval", "bank": str(bank), "threshold": 0.0, "views": "dihedral"}
+    clip = worker._clip("curation-tiny", None, "cpu")  # the worker's cached model: the same weights
+    try:
+        with torch.no_grad():  # weights varied enough that the views change some choices
+            randomize_(clip.model, seed=0, std=0.2)
+        cols = worker.caption_shard(0, url=scored.url, storage_options={}, version=scored.version,
+                                    config=config, clip_model="curation-tiny", clip_pretrained=None)
+        _check_views_choice(scored, clip, cols, texts)
+    finally:
+        worker._clip.cache_clear()
+        worker._bank.cache_clear()
+
+
+def _check_views_choice(scored, clip, cols, texts):
+    import io
+
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from curation.augment import views
+
+    rows = scored.read_meta(0).to_pylist()
+    ok = [i for i, r in enumerate(rows) if r["status"] == "success"]
+    assert ok and all(cols["synthetic_caption"][i] is None for i in range(len(rows)) if i not in ok)
+    images = torch.stack([clip.preprocess(Image.open(io.BytesIO(b)).convert("RGB"))
+                          for b in scored.read_images([rows[i] for i in ok])])
+    with torch.no_grad():
+        embs = [F.normalize(clip.model.encode_image(v), dim=-1) for v in views(images, "dihedral")]
+        text_emb = F.normalize(clip.model.encode_text(clip.tokenizer(texts)), dim=-1)
+    assert len(embs) == 8
+    want = (F.normalize(torch.stack(embs).mean(0), dim=-1) @ text_emb.T).argmax(1)
+    assert (want != (embs[0] @ text_emb.T).argmax(1)).any()  # the views decide, not the plain image
+    for j, i in enumerate(ok):
+        assert cols["synthetic_caption"][i] == texts[int(want[j])]
+        plain = float(embs[0][j] @ text_emb[int(want[j])])
+        assert abs(cols["synthetic_clip_score"][i] - plain) < 1e-4

@@ -198,3 +198,18 @@ def test_corpus_json_states_rates(corpus):
     meta = json.loads((root / "corpus.json").read_text())
     assert meta == summary and meta["rates"]["mismatched_caption"] == 0.15
     assert "transient" in meta["status_notes"]
+
+
+def test_every_shape_is_drawn_distinctly():
+    """Each shape word names a different drawing: a diamond is a rhombus, not a rotated
+    square (no model could tell those apart, since every shape is drawn at a random angle)."""
+    from curation.synth.scenes import SHAPES
+
+    masks = {s: np.asarray(render_scene("black", s, "white", 1, width=256, height=256, seed=5),
+                           np.float32).mean(axis=2) < 128 for s in SHAPES}
+    # same seed: same size, place and angle, only the outline differs
+    assert 0.45 < masks["diamond"].mean() / masks["square"].mean() < 0.65
+    names = list(masks)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert (masks[a] != masks[b]).mean() > 0.02, (a, b)
