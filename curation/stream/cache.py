@@ -15,7 +15,7 @@ import fcntl
 import hashlib
 import os
 import threading
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 _LOCK = ".lock"
 
@@ -81,20 +81,24 @@ class ShardCache:
         self.stats["hits"] += 1
         return path
 
-    def fetch(self, url: str, size: int, download) -> str | None:
+    def fetch(self, url: str, size: int, download, open_with: Callable[[str], Any] | None = None) -> Any:
         """Ensure ``url`` is cached, calling ``download(local_part_path)`` if needed.
 
         Returns the local path, or None when ``size`` cannot fit even after evicting
-        everything evictable (the caller then reads ranges directly).
+        everything evictable (the caller then reads ranges directly). With ``open_with``,
+        returns ``open_with(path)`` instead, called under the cache lock: another thread or
+        process cannot evict the file between the fetch and the open (opening a path after
+        ``fetch`` returned it races with eviction).
         """
         name = self.name_for(url)
         final = os.path.join(self.directory, name)
         part = os.path.join(self.directory, f".{name}.{os.getpid()}.{threading.get_ident()}.{int(size)}.part")
+        use = open_with or (lambda path: path)
         with self._locked():
             if os.path.exists(final):
                 os.utime(final)
                 self.stats["hits"] += 1
-                return final
+                return use(final)
             if not self._reserve(int(size)):
                 return None
             open(part, "wb").close()
@@ -105,8 +109,8 @@ class ShardCache:
                 raise OSError(f"{url}: downloaded {actual} bytes, manifest says {size}")
             with self._locked():
                 os.replace(part, final)
-            self.stats["downloads"] += 1
-            return final
+                self.stats["downloads"] += 1
+                return use(final)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)

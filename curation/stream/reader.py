@@ -66,11 +66,9 @@ class SourceReader:
             if mm is not None:
                 self._maps.move_to_end(sid)
                 return mm
-        path = self._local_path(sid)
-        if path is None:
+        mm = self._map_local(sid)
+        if mm is None:
             return None
-        with open(path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         with self._lock:
             self._maps[sid] = mm
             while len(self._maps) > self._max_open:
@@ -78,9 +76,12 @@ class SourceReader:
                 self._maps.popitem(last=False)
         return mm
 
-    def _local_path(self, sid: int) -> str | None:
+    def _map_local(self, sid: int) -> mmap.mmap | None:
+        """The shard's tar mapped from local disk: the dataset's own file when local, else the
+        cached copy (None: read ranges instead). The cached copy is mapped under the cache's
+        lock, so a concurrent eviction cannot unlink it first; once mapped it stays readable."""
         if self.local:
-            return self.ds.tar_path(sid)
+            return _map_file(self.ds.tar_path(sid))
         if self.cache is None or self.index.shard_fraction.get(sid, 0.0) < self.whole_shard_fraction:
             return None
         remote = self.ds.tar_path(sid)
@@ -89,10 +90,10 @@ class SourceReader:
         def download(local: str) -> None:
             self.fs.get_file(remote, local)
 
-        path = self.cache.fetch(url, self._tar_bytes.get(sid, 0), download)
-        if path is not None:
+        mm = self.cache.fetch(url, self._tar_bytes.get(sid, 0), download, open_with=_map_file)
+        if mm is not None:
             self.stats["whole_shards"] += 1
-        return path
+        return mm
 
     def _read_ranges(self, sid: int, pos: np.ndarray) -> list[bytes]:
         """Fetch members of one remote shard, merging nearby ranges into one request."""
@@ -134,3 +135,8 @@ def default_cache_dir() -> str:
     base = os.environ.get("CURATION_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "curation", "stream")
     return base
+
+
+def _map_file(path: str) -> mmap.mmap:
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)

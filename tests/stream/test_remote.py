@@ -30,6 +30,35 @@ def test_cache_is_lru_and_bounded(tmp_path):
     assert not [f for f in os.listdir(cache.directory) if f.endswith(".part")]
 
 
+
+def test_cached_file_is_opened_before_any_eviction(tmp_path):
+    """A reader opening a cached shard cannot lose it to a concurrent eviction: ``open_with``
+    runs under the cache lock, and what it opened stays readable after the file is evicted.
+    (Opening the returned path after ``fetch`` raced with eviction under read-ahead.)"""
+    import mmap
+    import threading
+    import time
+
+    cache = ShardCache(str(tmp_path / "c"), limit_bytes=150)
+
+    def writer(n, byte):
+        return lambda path: open(path, "wb").write(byte * n)
+
+    cache.fetch("s3://b/a.tar", 100, writer(100, b"a"))
+    other = threading.Thread(target=cache.fetch, args=("s3://b/b.tar", 100, writer(100, b"b")))
+
+    def open_while_another_fetch_needs_the_room(path):
+        other.start()            # needs a's bytes: must wait for the lock we hold
+        time.sleep(0.3)
+        assert os.path.exists(path)
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    mm = cache.fetch("s3://b/a.tar", 100, writer(100, b"a"), open_with=open_while_another_fetch_needs_the_room)
+    other.join(10)
+    assert cache.get("s3://b/a.tar") is None and cache.get("s3://b/b.tar")  # a was evicted after
+    assert mm[:] == b"a" * 100   # and the reader still has its bytes
+
 @pytest.mark.slow
 def test_s3_stream_exactly_once_with_bounded_cache(s3_server, tmp_path):
     url = s3_server.url(f"stream/{uuid.uuid4().hex[:8]}")
