@@ -57,7 +57,7 @@ def train_seed_clip(pairs: Any, *, out_dir: str, model: str = "curation-tiny", p
         augment: flip and transpose each image at random (the 8 symmetries of the square).
             Only for captions that say nothing about orientation or left/right, such as the
             synthetic corpus's; on 3000 seed pairs it lifts held-out shape accuracy from
-            0.47 to 0.62 at 600 steps (supervised probe, DESIGN.md section 7).
+            0.47 to 0.62 at 600 steps (a supervised probe; bench/RESULTS.md "Demo").
         history: if given, per-step training losses are appended to it.
     Returns:
         ``out_dir``, loadable with ``load_clip(model, pretrained=out_dir)``.
