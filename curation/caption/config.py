@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from curation.augment import Views
 from curation.caption.search import DecodeOptions
 from curation.config import StageConfig
 
@@ -54,7 +55,7 @@ class CaptionConfig(StageConfig):
     bank: str = "synth"
     classes: str | None = None
     restrict_to_class: bool = False
-    views: Literal["none", "flip", "dihedral"] = "none"
+    views: Views = "none"
     class_template: str = "a photo of a {}"
     clip_model: str | None = None
     clip_pretrained: str | None = None

@@ -138,9 +138,9 @@ class _Job:
         raws: list[float | None] = [None] * n
         images = None
         with _autocast(self.device):
-            multi_view = cfg.method == "retrieval" and cfg.views != "none"
+            kind = cfg.views if cfg.method == "retrieval" else "none"   # test-time views
             if stored is not None and all(s is not None for s in stored) and cfg.method == "retrieval" \
-                    and not multi_view:
+                    and kind == "none":
                 good = list(range(n))    # stored embeddings: no image needs decoding
                 img_emb = F.normalize(torch.tensor(np.array([s[0] for s in stored]), dtype=torch.float32), dim=-1)
                 raw = (F.normalize(torch.tensor(np.array([s[1] for s in stored]), dtype=torch.float32), dim=-1)
@@ -150,12 +150,12 @@ class _Job:
                 good = [i for i in range(n) if ok[i]]
                 if images is None:
                     return caps, scores, raws
-                embs = [self._embed_images(v) for v in views(images, cfg.views if multi_view else "none")]
+                embs = [self._embed_images(v) for v in views(images, kind)]
                 img_emb = embs[0]        # the plain image: every score uses it
                 raw = (self._embed_text([rows[i]["caption"] or "" for i in good]) * img_emb).sum(-1)
             if cfg.method == "retrieval":
                 bank = _bank(*self.clip_key, self.device, cfg.bank, cfg.classes, cfg.class_template)
-                query = F.normalize(torch.stack(embs).mean(0), dim=-1) if multi_view else img_emb
+                query = img_emb if kind == "none" else F.normalize(torch.stack(embs).mean(0), dim=-1)
                 top_i, _ = retrieve(bank, query, restrict_to_class=cfg.restrict_to_class)
                 chosen = top_i[:, 0]
                 texts, syn = [bank.texts[int(t)] for t in chosen], (bank.emb[chosen] * img_emb).sum(-1)
