@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test test-fast bench browser clean
+.PHONY: install demo test test-fast lint bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CUDA build runs on CPU; torchvision must match for open_clip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lint]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -26,6 +26,12 @@ browser:
 
 demo: install
 	$(VENV)/bin/curate demo $(ARGS)
+
+# ruff (E, F, I, B; line length 120) and pyright (basic), configured in pyproject.toml; pyright
+# runs on Node (the PyPI wrapper uses node from PATH, else fetches it once)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 
 test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)

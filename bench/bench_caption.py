@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ from curation.models import load_clip
 SOT, EOT = 49406, 49407
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
+def timed(fn, repeats: int) -> tuple[float, Any]:
     out, best = None, float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -31,7 +32,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--model", default="curation-tiny-coca")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=30)
@@ -52,7 +53,8 @@ def main() -> None:
     opts = DecodeOptions(max_new_tokens=args.tokens)
     with torch.inference_mode():
         generate(coca, images[:2], sot=SOT, eot=EOT, opts=opts)  # warm-up
-        t_ref, ref = timed(lambda: reference_greedy(model, images, sot=SOT, eot=EOT, max_new_tokens=args.tokens), args.repeats)
+        t_ref, ref = timed(lambda: reference_greedy(model, images, sot=SOT, eot=EOT, max_new_tokens=args.tokens),
+                           args.repeats)
         t_kv, kv = timed(lambda: generate(coca, images, sot=SOT, eot=EOT, opts=opts), args.repeats)
     result = {
         "bench": "caption_greedy", "model": args.model, "batch": args.batch, "tokens": args.tokens,

@@ -26,6 +26,7 @@ eval-slice matrices (i2t R@1 and zero-shot accuracy) and the forgetting per slic
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -71,7 +72,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     args = ap.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     torch.set_num_threads(args.threads)
     import pyarrow.parquet as pq
 
@@ -110,7 +112,8 @@ def main() -> None:
             for metric in METRICS:
                 s = summary[metric]
                 print(format_matrix(rows, names, metric))
-                print(f"  forgetting per slice {[round(f, 3) for f in s['forgetting']]}  mean {s['mean_forgetting']:.3f}"
+                print(f"  forgetting per slice {[round(f, 3) for f in s['forgetting']]}"
+                      f"  mean {s['mean_forgetting']:.3f}"
                       f"  BWT {s['backward_transfer']:.3f}  final mean {s['final_mean']:.3f}")
                 forg.setdefault((variant, metric), []).append(s["forgetting"])
     print(f"\nforgetting (max earlier - final), mean ± std over seeds {args.seeds}; drift {args.drift}; "

@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("CURATION_RAY_OBJECT_STORE_BYTES", str(3 << 30))
@@ -37,9 +38,12 @@ def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 def run_semantic(x: np.ndarray, cluster_size: int, use_ray: bool = True) -> tuple[float, semantic.SemDedupResult]:
+    from curation.cluster import map_tasks
+
     t = time.perf_counter()
     r = semantic.semdedup(x, eps=0.05, n_clusters=math.ceil(len(x) / cluster_size), niter=10,
-                          sample_size=50_000, use_ray=use_ray)
+                          sample_size=50_000, map=map_tasks if use_ray else None,
+                          n_tasks=4 * (os.cpu_count() or 1))
     return time.perf_counter() - t, r
 
 
@@ -58,7 +62,7 @@ def naive_semantic(x: np.ndarray, k: int) -> float:
 
 
 def bench_semantic(n: int, d: int, cluster_size: int) -> None:
-    from curation.runner.ray_utils import ensure_ray
+    from curation.cluster import ensure_ray
 
     ensure_ray()
     print(f"== semantic dedup (SemDeDup), d={d}, cluster size {cluster_size}")
@@ -77,7 +81,7 @@ def bench_semantic(n: int, d: int, cluster_size: int) -> None:
     print(f"subset N={sub:,}: naive reference {base:.1f} s vs ours {ours:.1f} s -> speedup x{base / ours:.2f}")
 
 
-def make_image_dataset(root: str, samples: int) -> object:
+def make_image_dataset(root: str, samples: int) -> Any:
     """samples rows from samples//20 distinct scenes: ~1/3 exact copies, ~1/3 re-encodings."""
     import hashlib
     import io
@@ -89,7 +93,7 @@ def make_image_dataset(root: str, samples: int) -> object:
     rng = np.random.default_rng(0)
     base_n = max(10, samples // 3)
     bases = []
-    for i in range(base_n):
+    for _ in range(base_n):
         arr = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
         im = Image.fromarray(arr).resize((64, 64), Image.Resampling.BILINEAR)
         b = io.BytesIO()
@@ -105,26 +109,27 @@ def make_image_dataset(root: str, samples: int) -> object:
                     b = io.BytesIO()
                     im.save(b, "JPEG", quality=60 + i % 30)
                     data = b.getvalue()
-                sw.add({"uid": f"b{i:08d}", "status": "success", "sha256": hashlib.sha256(data).hexdigest()}, data, "jpg")
+                row = {"uid": f"b{i:08d}", "status": "success", "sha256": hashlib.sha256(data).hexdigest()}
+                sw.add(row, data, "jpg")
         ids.append(sid)
     return w.commit(ids)
 
 
 def bench_exact_phash(samples: int) -> None:
+    from curation.cluster import ensure_ray, map_tasks
     from curation.dedup.config import DedupConfig
-    from curation.dedup.core import find_duplicates
-    from curation.runner.ray_utils import ensure_ray
+    from curation.dedup.reference import find_duplicates_reference
 
     ensure_ray()
     print(f"== exact + pHash over {samples:,} samples (64x64 JPEG)")
     with tempfile.TemporaryDirectory() as tmp:
         ds = make_image_dataset(os.path.join(tmp, "ds"), samples)
         t = time.perf_counter()
-        r = find_duplicates(ds, DedupConfig(methods=["exact", "phash"]))
+        r = find_duplicates_reference(ds, DedupConfig.model_validate({"methods": ["exact", "phash"]}), map=map_tasks)
         secs = time.perf_counter() - t
         print(f"{samples / secs:,.0f} samples/s end to end ({secs:.1f} s; timings {r.stats['timings_s']}; "
               f"removed {r.stats['removed']})")
-        codes = np.array([int(h, 16) for h in r.phash if h], dtype=np.uint64)
+        codes = np.array([int(h, 16) for h in r.phash or [] if h], dtype=np.uint64)
     sub = codes[:20_000]
     t = time.perf_counter()
     a = mih.brute_force_pairs(sub, 4)

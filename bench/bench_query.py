@@ -26,8 +26,8 @@ SQL = ("SELECT status, count(*) AS n, avg(clip_score) AS mean_score, "
 def build(root: str, rows: int, shards: int) -> None:
     """A committed dataset whose metadata has ``rows`` rows (tars are empty: not read here)."""
     from curation.io.format import meta_file, shard_tar
-    from curation.io.writer import now_iso, write_manifest
     from curation.io.fs import get_fs
+    from curation.io.writer import now_iso, write_manifest
 
     rng = np.random.default_rng(0)
     per = rows // shards
@@ -61,7 +61,7 @@ def build(root: str, rows: int, shards: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--shards", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)

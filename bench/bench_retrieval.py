@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from curation.augment import views
+from curation.augment import Views, views
 from curation.caption.retrieval import build_bank, retrieve
 from curation.models import load_clip
 from curation.synth import caption_bank, generate
@@ -40,7 +40,7 @@ def attributes(caption: str) -> tuple[str, str, str, str]:
     return w[0], w[1], shape, w[5]
 
 
-def evaluate(folder: str, arch: str, eval_table, kind: str) -> dict:
+def evaluate(folder: str, arch: str, eval_table, kind: Views) -> dict:
     m = load_clip(arch, folder)
     cache = build_cache(eval_table, m.preprocess, m.tokenizer)
     bank = build_bank(m.model, m.tokenizer, caption_bank())
@@ -56,7 +56,7 @@ def evaluate(folder: str, arch: str, eval_table, kind: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--seed-pairs", type=int, default=3000)
     ap.add_argument("--views", default="none", choices=["none", "flip", "dihedral"])

@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def build(root: str, samples: int, shards: int, size: int):
-    from tests.score.helpers import drawn_image, row, write_dataset
+    from tests.helpers import drawn_image, row, write_dataset
 
     per = samples // shards
     return write_dataset(root, [[(row(f"s{s}_{i}", f"a photo of shape {i}", w=size, h=size),
@@ -61,8 +61,8 @@ def baseline(ds, batch: int) -> float:
 
 
 def ours(ds, batch: int, executor: str) -> tuple[float, str]:
-    from curation.runner.stage import StageContext
     from curation.score.stage import ScoreStage
+    from curation.stage import StageContext
 
     t0 = time.perf_counter()
     ctx = StageContext(output=ds.url)
@@ -70,6 +70,7 @@ def ours(ds, batch: int, executor: str) -> tuple[float, str]:
                       "executor": executor})(ds, ctx)
     n = sum(v is not None for v in out.read_meta(columns=["clip_score"]).column("clip_score").to_pylist())
     dt = time.perf_counter() - t0
+    assert ctx.stats is not None  # the stage call fills it
     ex = ctx.stats.extra
     return n / dt, f"{ex.get('executor')}" + (f", {ex['layout']} x{ex['actors']} actors" if "layout" in ex else "")
 
@@ -86,8 +87,8 @@ def main() -> None:
     import shutil
     import statistics
 
+    from curation.cluster import ensure_ray
     from curation.io import Dataset
-    from curation.runner.ray_utils import ensure_ray
 
     bases, mines, how = [], [], ""
     load0 = os.getloadavg()

@@ -67,7 +67,9 @@ class RawTar(IterableDataset):
             with tarfile.open(p, "r|") as tf:
                 for m in tf:
                     if m.name.endswith(".jpg"):
-                        img = Image.open(io.BytesIO(tf.extractfile(m).read()))
+                        f = tf.extractfile(m)
+                        assert f is not None  # the bench's tars hold regular files only
+                        img = Image.open(io.BytesIO(f.read()))
                         yield {"image": identity(img.convert("RGB")), "uid": m.name[:-4]}
 
 
@@ -110,7 +112,7 @@ def run(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--image-size", type=int, default=64)

@@ -36,6 +36,7 @@ def timed(fn, iters: int) -> float:
 
 def main() -> None:
     import open_clip
+    from open_clip.coca_model import CoCa
 
     from curation.caption.coca import CachedCoca, randomize_
     from curation.caption.search import DecodeOptions, generate
@@ -52,12 +53,14 @@ def main() -> None:
     args = ap.parse_args()
     dev = args.device
     model = open_clip.create_model(args.model, pretrained=None)
+    if not isinstance(model, CoCa):
+        raise SystemExit(f"{args.model} is not a CoCa model")
     randomize_(model, seed=0, std=0.02)
     with torch.no_grad():  # no end-of-text: all captions run the full length, as in the anchor
         model.text_decoder.text_projection[:, EOT] = -1.0
     model = model.to(dev).eval()
     size = model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
     x = torch.randn(args.batch, 3, size, size, device=dev)
     steps = args.tokens - 1  # the anchor's captions are 30 tokens including the start token
 
@@ -71,8 +74,8 @@ def main() -> None:
 
     coca = CachedCoca(model)
     opts = DecodeOptions(max_new_tokens=steps)
-    res = {"model": args.model, "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "torch": torch.__version__, "batch": args.batch,
-           "tokens": args.tokens, "anchor_img_s": ANCHOR_IMG_S}
+    res = {"model": args.model, "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
+           "torch": torch.__version__, "batch": args.batch, "tokens": args.tokens, "anchor_img_s": ANCHOR_IMG_S}
     with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
         t_ref = timed(rerun, args.iters)
         t_kv = timed(lambda: generate(coca, x, sot=SOT, eot=EOT, opts=opts), args.iters)

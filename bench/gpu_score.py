@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -30,7 +31,7 @@ def _shard_samples(args):
 
     rng = np.random.default_rng(sid)
     out = []
-    for k in range(n):
+    for _ in range(n):
         im = Image.new("RGB", (224, 224), tuple(int(c) for c in rng.integers(0, 255, 3)))
         d = ImageDraw.Draw(im)
         for _ in range(4):
@@ -44,7 +45,7 @@ def _shard_samples(args):
 
 def build(root: str, shards: int, per: int):
     from curation.io import DatasetWriter
-    from tests.score.helpers import row
+    from tests.helpers import row
 
     w = DatasetWriter(root, stage="bench", config={"shards": shards, "per": per})
     with ProcessPoolExecutor(min(16, os.cpu_count() or 1)) as ex:
@@ -56,8 +57,8 @@ def build(root: str, shards: int, per: int):
 
 
 def ours(ds, model: str, batch: int) -> float:
-    from curation.runner.stage import StageContext
     from curation.score.stage import ScoreStage
+    from curation.stage import StageContext
 
     t0 = time.perf_counter()
     out = ScoreStage({"model": model, "batch_size": batch, "device": "cuda", "precision": "bf16",
@@ -73,7 +74,8 @@ def baseline(ds, model: str, batch: int, workers: int) -> float:
     import webdataset as wds
 
     m, _, pre = open_clip.create_model_and_transforms(model, pretrained=None)
-    m = m.cuda().eval().to(torch.bfloat16)
+    # open_clip's model classes share encode_image/encode_text but declare no common base for them
+    m: Any = m.cuda().eval().to(torch.bfloat16)
     tok = open_clip.get_tokenizer(model)
     urls = [os.path.join(ds.root, f"shards/{s:06d}.tar") for s in ds.shard_ids]
     pipe = (wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("jpg", "txt")
@@ -89,6 +91,8 @@ def baseline(ds, model: str, batch: int, workers: int) -> float:
             ft = m.encode_text(txt.cuda(non_blocking=True))
             n += len(torch.nn.functional.cosine_similarity(fi, ft).float().cpu())
         torch.cuda.synchronize()
+    if t0 is None:
+        raise RuntimeError("baseline: fewer than 3 batches, nothing timed after the 2 warm-up batches")
     return n / (time.perf_counter() - t0)
 
 
@@ -100,7 +104,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     a = ap.parse_args()
-    from curation.runner.ray_utils import ensure_ray
+    from curation.cluster import ensure_ray
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

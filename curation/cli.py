@@ -1,7 +1,9 @@
 """``curate``: the command-line interface. Each command is a thin wrapper over a library call.
 
 Commands live beside their package (``curation/<pkg>/commands.py``) and are registered
-here. Errors derived from :class:`~curation.errors.CurationError` print one line and exit 2.
+here; a stage's command is generated from its config model (:mod:`curation.cli_config`).
+A command module that fails to import is an error naming the module, never a missing command.
+Errors derived from :class:`~curation.errors.CurationError` print one line and exit 2.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ COMMANDS: dict[str, str] = {
     "filter": "curation.filters.commands:filter_cmd",
     "dedup": "curation.dedup.commands:dedup",
     "caption": "curation.caption.commands:caption",
-    "reshard": "curation.io.commands:reshard",
+    "reshard": "curation.reshard.commands:reshard",
     "query": "curation.io.commands:query",
     "inspect": "curation.io.commands:inspect",
     "validate": "curation.io.commands:validate",
@@ -41,8 +43,16 @@ COMMANDS: dict[str, str] = {
     "logs": "curation.runner.commands:logs",
     "train": "curation.train.commands:train",
     "report": "curation.report.commands:report",
+    "block": "curation.blocklist.commands:block",
+    "classify": "curation.classify.commands:classify",
+    "train-head": "curation.classify.commands:train_head",
+    "faces": "curation.faces.commands:faces",
     "demo": "curation.demo:demo",
 }
+
+
+class CommandImportError(RuntimeError):
+    """A command module failed to import (a bug in that module or a missing dependency)."""
 
 
 def _register() -> None:
@@ -50,10 +60,9 @@ def _register() -> None:
         mod, fn = target.split(":")
         try:
             module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:  # that package's commands are not written yet
-                continue
-            raise
+        except Exception as e:
+            raise CommandImportError(f"curate {name}: command module {mod} failed to import: "
+                                     f"{type(e).__name__}: {e}") from e
         app.command(name)(getattr(module, fn))
 
 
@@ -61,6 +70,9 @@ _register()
 
 
 def main() -> None:
+    from curation.secrets import install_log_filter
+
+    install_log_filter()  # URL passwords, signatures and secret-keyed arguments never reach a log line
     try:
         app()
     except CurationError as e:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.errors import ConfigError
 
@@ -30,9 +30,46 @@ class StageConfig(BaseModel):
         except ValidationError as e:
             raise ConfigError(format_validation_error(e, data or {}, where)) from None
 
+    @classmethod
+    def execution_fields(cls) -> frozenset[str]:
+        """Names of the fields marked with :func:`execution` (how to run, not what to compute)."""
+        return frozenset(name for name, f in cls.model_fields.items()
+                         if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(EXECUTION))
+
+    def semantic_dump(self) -> dict[str, Any]:
+        """The config's values without execution settings (JSON types).
+
+        This is what decides a stage's output: it feeds the runner's fingerprint and the
+        ``VersionWriter``/``DatasetWriter`` config hashes, so changing only an execution
+        setting (workers, threads, batch size, actors, concurrency) resumes a stage instead
+        of recomputing or overwriting it.
+        """
+        return self.model_dump(mode="json", exclude=set(self.execution_fields()))
+
     def fingerprint(self) -> str:
-        """A stable hash of the config's values, used to detect changed configs on rerun."""
-        return config_hash(self.model_dump(mode="json"))
+        """A stable hash of :meth:`semantic_dump`, used to detect changed configs on rerun."""
+        return config_hash(self.semantic_dump())
+
+
+EXECUTION = "execution"  # json_schema_extra key that marks an execution setting
+
+
+def execution(default: Any = ..., **field_kwargs: Any) -> Any:
+    """A pydantic ``Field`` marked as an execution setting (see :meth:`StageConfig.semantic_dump`).
+
+    Use for settings that change how fast a stage runs but never what it writes::
+
+        batch_size: int = execution(256, ge=1, description="samples per forward pass")
+
+    Args:
+        default: the default value (omit it and pass ``default_factory=`` for mutable ones).
+        **field_kwargs: anything ``pydantic.Field`` takes (``ge``, ``description``, ...).
+    """
+    extra = dict(field_kwargs.pop("json_schema_extra", None) or {})
+    extra[EXECUTION] = True
+    if "default_factory" in field_kwargs:
+        return Field(json_schema_extra=extra, **field_kwargs)
+    return Field(default, json_schema_extra=extra, **field_kwargs)
 
 
 def config_hash(data: Any) -> str:

@@ -2,17 +2,24 @@
 
 1. draw the synthetic noisy web corpus (+ ground truth) and serve it on 127.0.0.1;
 2. train the small filter CLIP on the clean seed set (the Data-Filtering-Network idea);
-3. run ``pipelines/demo.yaml``: download -> score -> dedup -> caption -> filter -> reshard;
+3. run the packaged ``curation/pipelines/demo.yaml``: download -> score -> dedup -> caption ->
+   filter -> reshard (the download runs while the filter CLIP trains: it needs no model);
 4. stream the curated output into a short continual run over the time slices;
 5. write the HTML report and print the summary: records in, kept, removed by reason, and
    precision/recall of each removal kind against the ground truth.
 
-Everything stays on this machine; nothing is downloaded.
+Everything stays on this machine; nothing is downloaded. The trained filter CLIP is cached
+(``~/.cache/curation/demo-seed-clip/<key>``, or under ``$CURATION_CACHE``), keyed by everything that
+determines its weights (the seed pairs' bytes, the recipe, the training code, torch and
+open_clip versions); ``--no-cache`` retrains it. A first run never depends on the cache.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import threading
 import time
 from typing import Any, Optional
 
@@ -21,13 +28,16 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the seed CLIP's operating point on the synthetic corpus: a sweep of the raw-caption score on
 # the 2000-record demo gave P/R 0.96/0.75 at 0.25, 0.89/0.86 at 0.4, 0.83/0.91 at 0.5
 DEMO_THRESHOLD = 0.4
 # the filter CLIP's architecture (models.TINY_CONFIGS): a small ResNet tower, trained with the
 # square's 8 symmetries as augmentation (the synthetic scenes have no orientation)
 FILTER_MODEL = "curation-tiny-rn"
+FILTER_LR = 4e-3
+FILTER_BATCH = 256
+# the code that decides the filter CLIP's weights (part of the cache key)
+_TRAINING_CODE = ("train/seed.py", "train/data.py", "train/losses.py", "train/optim.py", "augment.py", "models.py")
 
 
 def _step(msg: str) -> float:
@@ -58,32 +68,96 @@ def train_filter_clip(corpus: str, out_dir: str, steps: int, seed: int) -> str:
     from curation.train.seed import train_seed_clip
 
     pairs = pq.read_table(os.path.join(corpus, "seed.parquet"), columns=["image", "caption"])
-    return train_seed_clip(pairs, out_dir=out_dir, model=FILTER_MODEL, steps=steps, batch_size=256,
-                           lr=4e-3, seed=seed, augment=True, log_every=max(steps // 4, 1))
+    return train_seed_clip(pairs, out_dir=out_dir, model=FILTER_MODEL, steps=steps, batch_size=FILTER_BATCH,
+                           lr=FILTER_LR, seed=seed, augment=True, log_every=max(steps // 4, 1))
 
 
-def run_curation(urls: str, run_dir: str, checkpoint: str, overrides: list[str]) -> dict[str, Any]:
-    from curation.runner.executor import run_pipeline
-    from curation.runner.progress import StageProgress
+def filter_clip_key(corpus: str, steps: int, seed: int) -> str:
+    """Hash of everything that determines the filter CLIP's weights (the cache key)."""
+    import open_clip
+    import torch
+
+    from curation.models import TINY_CONFIGS
+
+    h = hashlib.sha256()
+    with open(os.path.join(corpus, "seed.parquet"), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    code = hashlib.sha256(b"".join(open(os.path.join(pkg, p), "rb").read() for p in _TRAINING_CODE)).hexdigest()
+    recipe = {"pairs": h.hexdigest(), "model": FILTER_MODEL, "arch": TINY_CONFIGS[FILTER_MODEL], "steps": steps,
+              "batch_size": FILTER_BATCH, "lr": FILTER_LR, "seed": seed, "augment": True, "code": code,
+              "torch": torch.__version__, "open_clip": open_clip.__version__,
+              "threads": torch.get_num_threads()}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_root() -> str:
+    return os.environ.get("CURATION_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "curation")
+
+
+def filter_clip(corpus: str, checkpoint: str, steps: int, seed: int, use_cache: bool) -> str:
+    """Train the filter CLIP into ``checkpoint``, or copy it from the cache (``use_cache``: a
+    model trained before from the same key). Returns where it came from: ``trained`` or ``cache``."""
+    cached = os.path.join(cache_root(), "demo-seed-clip", filter_clip_key(corpus, steps, seed)) if use_cache else None
+    if cached and os.path.exists(os.path.join(cached, "config.json")):
+        shutil.copytree(cached, checkpoint, dirs_exist_ok=True)
+        return "cache"
+    train_filter_clip(corpus, checkpoint, steps, seed)
+    if cached:
+        try:
+            tmp = f"{cached}.tmp-{os.getpid()}"
+            shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
+            os.replace(tmp, cached)  # atomic: a reader sees the whole model or none
+        except OSError as e:  # a read-only home must not fail the demo
+            console.print(f"note: could not cache the filter CLIP ({e})")
+    return "trained"
+
+
+def demo_pipeline(urls: str, run_dir: str, checkpoint: str, overrides: list[str]) -> Any:
+    """The packaged demo pipeline pointed at this run's URL list, output and filter CLIP."""
+    from curation.resources import pipeline_path
     from curation.runner.spec import load_pipeline
 
-    p = load_pipeline(os.path.join(ROOT, "pipelines", "demo.yaml"),
-                      [f"input={urls}", f"output={run_dir}", f"stages.1.config.pretrained={checkpoint}",
-                       *overrides])
-    with StageProgress() as bars:
-        return run_pipeline(p, progress=bars)
+    return load_pipeline(pipeline_path("demo"),
+                         [f"input={urls}", f"output={run_dir}", f"stages.1.config.pretrained={checkpoint}",
+                          *overrides])
+
+
+def run_curation(p: Any, progress: Any) -> dict[str, Any]:
+    """Run (or resume) the demo pipeline with the shared progress display."""
+    from curation.runner.executor import run_pipeline
+
+    return run_pipeline(p, progress=progress)
+
+
+def write_caption_bank(out: str) -> str:
+    """The synthetic corpus's vocabulary as a text file: the caption stage's retrieval bank
+    (production code never imports ``curation.synth``; the demo passes the bank in)."""
+    from curation.synth import caption_bank
+
+    path = os.path.join(out, "caption_bank.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(caption_bank()) + "\n")
+    return path
 
 
 def run_continual(run_dir: str, corpus: str, checkpoint: str, steps: int, seed: int) -> dict[str, Any]:
     """A short continual run over the curated output's time slices (warm start: the filter CLIP)."""
+    from curation.io import Dataset
+    from curation.io.query import query
     from curation.train.config import RunConfig
     from curation.train.run import run_continual as run
 
-    from curation.io.query import query
-
     curated = os.path.join(run_dir, "curated")
+    if "slice" not in Dataset(curated).columns:  # nothing kept: an empty output has only the base columns
+        console.print("skipping the continual run: curation kept no samples")
+        return {}
     counts = query(curated, "SELECT slice, count(*) AS n FROM samples GROUP BY slice").to_pylist()
-    smallest = min((r["n"] for r in counts), default=0)
+    smallest = min((r["n"] for r in counts), default=0) if len(counts) == 3 else 0
+    if smallest < 2:  # a weak filter CLIP (e.g. a quick --seed-steps) can keep too little to train on
+        console.print(f"skipping the continual run: the curated output has {smallest} samples in its smallest slice")
+        return {}
     batch = max(8, min(128, smallest // 2))  # small demos have small slices
     slices = [{"name": s, "dataset": curated, "where": f"slice = '{s}'",
                "eval_dataset": os.path.join(corpus, "eval.parquet"), "eval_where": f"slice = '{s}'"}
@@ -123,18 +197,45 @@ def print_summary(ev: dict[str, Any]) -> None:
         console.print(line)
 
 
+class _Worker(threading.Thread):
+    """A thread that keeps its target's result or exception for :meth:`result`."""
+
+    def __init__(self, target: Any, *args: Any):
+        super().__init__(daemon=True, name="filter-clip")
+        self._fn, self._args, self._out, self._err = target, args, None, None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        t = time.perf_counter()
+        try:
+            self._out = self._fn(*self._args)
+        except BaseException as e:  # re-raised in the caller's thread by result()
+            self._err = e
+        self.seconds = time.perf_counter() - t
+
+    def result(self) -> Any:
+        self.join()
+        if self._err is not None:
+            raise self._err
+        return self._out
+
+
 def demo(out: str = typer.Option("out/demo", "--out", help="where everything is written"),
          samples: int = typer.Option(2000, "--samples", help="corpus size (records)"),
          seed: int = typer.Option(0, "--seed"),
          seed_pairs: int = typer.Option(3000, help="clean seed pairs the filter CLIP trains on"),
-         seed_steps: int = typer.Option(1500, help="training steps of the filter CLIP (batch 256)"),
+         seed_steps: int = typer.Option(1500, help="training steps of the filter CLIP (batch 256); fewer "
+                                        "for a quick look (the scorecard's quality needs the default)"),
          train_steps: int = typer.Option(40, help="steps per slice of the continual run"),
          fresh: bool = typer.Option(True, help="start from scratch (else resume what is there)"),
+         cache: bool = typer.Option(True, help="reuse a filter CLIP trained before from the same seed pairs, "
+                                    "recipe and code (--no-cache retrains it)"),
          as_json: Optional[str] = typer.Option(None, "--json", help="also write the summary as JSON here")) -> None:
     """Run the embedded demo end to end (DESIGN.md section 7) and print what curation removed."""
-    import shutil
-
+    from curation.blocklist.demo import demo_blocklist
+    from curation.classify.demo import safety_demo
     from curation.report import build_report
+    from curation.runner.progress import StageProgress
     from curation.synth import generate
     from curation.synth.server import SynthServer
 
@@ -151,18 +252,40 @@ def demo(out: str = typer.Option("out/demo", "--out", help="where everything is 
         generate(corpus, samples=samples, seed=seed, seed_samples=seed_pairs)
     timings["synth"] = time.perf_counter() - t
 
-    t = _step("training the small filter CLIP on the clean seed set")
     checkpoint = os.path.join(out, "seed_clip")
+    trainer = None
     if not os.path.exists(os.path.join(checkpoint, "config.json")):
-        train_filter_clip(corpus, checkpoint, seed_steps, seed)
-    timings["seed_clip"] = time.perf_counter() - t
+        _step("training the small filter CLIP on the clean seed set (the download runs meanwhile)")
+        trainer = _Worker(filter_clip, corpus, checkpoint, seed_steps, seed, cache)
+        trainer.start()
 
     with SynthServer(corpus) as server:
         console.print(f"serving the corpus at {server.base_url} (loopback only)")
         urls = write_url_list_with_slices(corpus, server.base_url, os.path.join(out, "urls.parquet"))
+        blocklist = demo_blocklist(corpus, os.path.join(out, "blocklist.csv"))  # H7: hash-list blocking
+        p = demo_pipeline(urls, run_dir, checkpoint, [f"stages.3.config.bank={write_caption_bank(out)}",
+                                                      f"stages.0.config.blocklists=[{blocklist.path}]"])
         t = _step("curating: download -> score -> dedup -> caption -> filter -> reshard")
-        record = run_curation(urls, run_dir, checkpoint, [])
+        with StageProgress() as bars:
+            if trainer is not None:
+                import dataclasses
+
+                from curation.runner.executor import run_pipeline
+
+                run_pipeline(dataclasses.replace(p, stages=p.stages[:1]), progress=bars)
+                timings["download"] = time.perf_counter() - t
+                source = trainer.result()
+                timings["seed_clip"] = trainer.seconds
+                console.print(f"filter CLIP: {'trained' if source == 'trained' else 'from the cache'} "
+                              f"in {trainer.seconds:.1f}s")
+            t_rest = time.perf_counter()
+            record = run_curation(p, bars)
+            timings["pipeline_after_model"] = time.perf_counter() - t_rest
         timings["pipeline"] = time.perf_counter() - t
+
+    t = _step("safety signals: hash-list blocking and a watermark head (train-head + classify)")
+    safety, safety_lines = safety_demo(run_dir, corpus, blocklist, os.path.join(out, "safety"))
+    timings["safety"] = time.perf_counter() - t
 
     t = _step("streaming the curated output into a continual run over the time slices")
     train = run_continual(run_dir, corpus, checkpoint, train_steps, seed)
@@ -179,20 +302,24 @@ def demo(out: str = typer.Option("out/demo", "--out", help="where everything is 
     console.print(stats_table(record))
     ev = evaluate(run_dir, corpus, threshold=DEMO_THRESHOLD)
     print_summary(ev)
-    rows = json.load(open(os.path.join(run_dir, "train", "eval_rows.json")))
-    for metric in ("i2t_r1", "zeroshot_acc"):
-        if metric in train:
-            console.print(format_matrix(rows, ["2023", "2024", "2025"], metric))
-            s = train[metric]
-            console.print(f"  mean forgetting {s['mean_forgetting']:.3f}  backward transfer "
-                          f"{s['backward_transfer']:.3f}  forward transfer {s['forward_transfer']:.3f}")
+    for line in safety_lines:
+        console.print(line)
+    if train:
+        rows = json.load(open(os.path.join(run_dir, "train", "eval_rows.json")))
+        for metric in ("i2t_r1", "zeroshot_acc"):
+            if metric in train:
+                console.print(format_matrix(rows, ["2023", "2024", "2025"], metric))
+                s = train[metric]
+                console.print(f"  mean forgetting {s['mean_forgetting']:.3f}  backward transfer "
+                              f"{s['backward_transfer']:.3f}  forward transfer {s['forward_transfer']:.3f}")
     timings["total"] = time.perf_counter() - t_all
     console.print("timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     console.print(f"report: {report}")
+    console.print(f"demo done in {timings['total']:.0f} s")
     if as_json:
         with open(as_json, "w") as f:
-            json.dump({"evaluation": ev, "timings": timings, "continual": _jsonable(train)}, f, indent=1,
-                      default=str)
+            json.dump({"evaluation": ev, "timings": timings, "continual": _jsonable(train), "safety": safety}, f,
+                      indent=1, default=str)
 
 
 def _jsonable(x: Any) -> Any:

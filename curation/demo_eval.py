@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from curation import status as st
 from curation.io import Dataset
 
 
@@ -37,7 +38,7 @@ def removal_reason(row: dict[str, Any]) -> str | None:
 
 def evaluate_run(run_dir: str, corpus: str, threshold: float) -> dict[str, Any]:
     """Funnel and precision/recall of each removal kind for a demo run folder."""
-    from curation.dedup import evaluate as dedup_eval
+    from curation.dedup.report import evaluate as dedup_eval
 
     ds = Dataset(os.path.join(run_dir, "dataset"))
     truth = pq.read_table(os.path.join(corpus, "truth.parquet"))
@@ -51,15 +52,18 @@ def evaluate_run(run_dir: str, corpus: str, threshold: float) -> dict[str, Any]:
     out: dict[str, Any] = {"funnel": funnel, "pr": {}, "notes": []}
     matched = sum(r["status"] == t[r["uid"]]["expected_status"] for r in rows)
     out["notes"].append(f"download status equals the ground truth's expected status for {matched}/{len(rows)} records")
-    out["pr"]["failed download"] = pr([r["status"] != "success" for r in rows],
-                                      [t[r["uid"]]["expected_status"] != "success" for r in rows])
+    # rows the demo's hash blocklist stopped are scored by the safety step, not as failed downloads
+    fetched = [r for r in rows if r["status"] != st.BLOCKED_HASH]
+    out["pr"]["failed download"] = pr([r["status"] != "success" for r in fetched],
+                                      [t[r["uid"]]["expected_status"] != "success" for r in fetched])
     if "clip_score" in ds.columns:
         scored = [r for r in ok if r.get("clip_score") is not None]
         out["pr"]["mismatched caption (CLIP score)"] = pr(
             [r["clip_score"] < threshold for r in scored], [t[r["uid"]]["caption_mismatched"] for r in scored])
     if "caption_source" in ds.columns:
         out["pr"]["mismatched caption (replaced or dropped)"] = pr(
-            [r.get("caption_source") not in ("raw", "both") for r in ok], [t[r["uid"]]["caption_mismatched"] for r in ok])
+            [r.get("caption_source") not in ("raw", "both") for r in ok],
+            [t[r["uid"]]["caption_mismatched"] for r in ok])
         bad = [r for r in ok if t[r["uid"]]["caption_mismatched"]]
         recaptioned = [r for r in bad if r.get("caption_source") == "synthetic"]
         right = sum(r.get("synthetic_caption") == t[r["uid"]]["true_caption"] for r in recaptioned)
@@ -73,8 +77,8 @@ def evaluate_run(run_dir: str, corpus: str, threshold: float) -> dict[str, Any]:
         out["pr"]["near duplicate"] = d["near"]
     if "reasons" in ds.columns:
         text_rules = ("datacomp_words", "datacomp_chars", "datacomp_english")
-        flagged = [r.get("caption_source") not in ("raw", "both") or any(x in (r.get("reasons") or []) for x in text_rules)
-                   for r in ok]
+        flagged = [r.get("caption_source") not in ("raw", "both")
+                   or any(x in (r.get("reasons") or []) for x in text_rules) for r in ok]
         out["pr"]["bad caption (CLIP + text rules)"] = pr(flagged, [t[r["uid"]]["caption_mismatched"] for r in ok])
         size_rules = ("datacomp_min_side", "datacomp_aspect")
         out["pr"]["tiny or extreme-aspect image"] = pr(

@@ -20,7 +20,7 @@ def ray_local():
     """One embedded local Ray (2 CPUs) shared by every test that needs Ray."""
     import ray
 
-    from curation.runner.ray_utils import ensure_ray
+    from curation.cluster import ensure_ray
 
     if not ray.is_initialized():
         ensure_ray(num_cpus=2)

@@ -34,7 +34,9 @@ def test_demo_small_end_to_end(tmp_path):
     # the demo's own filter CLIP recipe (3,000 seed pairs, default steps) on a smaller corpus
     # (the suite pins tests to one thread; the demo, like `make demo`, gets the machine's cores)
     threads = str(min(os.cpu_count() or 1, 4))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    # its own cache folder: this test trains the filter CLIP every time (it checks the recipe)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "CURATION_CACHE": str(tmp_path / "cache")}
     r = subprocess.run([curate, "demo", "--out", str(out), "--samples", "400", "--train-steps", "5",
                         "--json", str(summary)], capture_output=True, text=True, timeout=1500, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -60,3 +62,4 @@ def test_demo_small_end_to_end(tmp_path):
     rec = ev["recovered"]
     assert rec["mismatched"] > 40 and rec["correct"] > rec["mismatched"] / 2, rec
     assert f"recovered {rec['correct']} of {rec['mismatched']} mismatched records" in " ".join(printed.split())
+    assert "demo done in" in printed and (tmp_path / "cache" / "demo-seed-clip").is_dir()

@@ -35,7 +35,8 @@ def check_coca(model) -> None:
         raise ConfigError(f"caption model must be an open_clip CoCa model (got {type(model).__name__})")
     if not isinstance(model.text, TextTransformer):
         raise ConfigError("CoCa models with a Hugging Face text tower are not supported by the cached decoder")
-    blocks = list(model.text.transformer.resblocks) + list(model.text_decoder.resblocks) + list(model.text_decoder.cross_attn)
+    dec = model.text_decoder
+    blocks = list(model.text.transformer.resblocks) + list(dec.resblocks) + list(dec.cross_attn)
     for b in blocks:
         if not isinstance(b, ResidualAttentionBlock) or not b.attn._qkv_same_embed_dim or b.attn.bias_k is not None:
             raise ConfigError(f"unsupported CoCa attention block {type(b).__name__} for the cached decoder")
@@ -61,16 +62,25 @@ class DecodeState:
     key_mask: torch.Tensor | None = None
     prev: torch.Tensor | None = None
 
+    def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(key_mask, prev)``; both are set by :meth:`CachedDecoder.start`."""
+        if self.key_mask is None or self.prev is None:
+            raise RuntimeError("DecodeState has no key_mask/prev: create it with CachedDecoder.start")
+        return self.key_mask, self.prev
+
     @property
     def batch(self) -> int:
-        return int(self.prev.shape[0])
+        return int(self.masks()[1].shape[0])
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or reorder/duplicate, for beams) rows ``rows`` of every cache in place."""
-        pick = lambda kv: [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
+        def pick(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
+
+        key_mask, prev = self.masks()
         self.text_kv, self.dec_kv, self.cross_kv = pick(self.text_kv), pick(self.dec_kv), pick(self.cross_kv)
-        self.key_mask = self.key_mask.index_select(0, rows)
-        self.prev = self.prev.index_select(0, rows)
+        self.key_mask = key_mask.index_select(0, rows)
+        self.prev = prev.index_select(0, rows)
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -166,8 +176,9 @@ class CachedCoca:
             valid = torch.ones_like(tokens, dtype=torch.bool) if st.pos == 0 else st.prev != self.pad_id
         else:
             valid = tokens != self.pad_id
-        st.key_mask[:, st.pos] = torch.where(valid, 0.0, float("-inf"))
-        mask = st.key_mask[:, None, None, :st.pos + 1]
+        key_mask, _ = st.masks()
+        key_mask[:, st.pos] = torch.where(valid, 0.0, float("-inf"))
+        mask = key_mask[:, None, None, :st.pos + 1]
         if not st.text_kv:
             st.text_kv = [(torch.empty(0), torch.empty(0))] * len(t.transformer.resblocks)
             st.dec_kv = [(torch.empty(0), torch.empty(0))] * len(self.dec.resblocks)

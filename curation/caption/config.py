@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from curation.augment import Views
 from curation.caption.search import DecodeOptions
-from curation.config import StageConfig
+from curation.config import StageConfig, execution
 
 
 class CaptionConfig(StageConfig):
@@ -20,10 +20,19 @@ class CaptionConfig(StageConfig):
             project checkpoint folder); used by ``coca`` only.
         decoding: ``greedy``, ``sample`` (temperature/top_k/top_p, seeded) or ``beam``.
         max_new_tokens / min_new_tokens: caption length bounds in tokens.
-        bank: retrieval candidates: ``synth`` (the synthetic corpus vocabulary) or a text file
-            URL, one caption per line.
-        classes: optional class labels (``synth`` or a file) to restrict retrieval to the
+        temperature: sampling temperature.
+        top_k: sampling keeps the k most likely tokens (0: all).
+        top_p: sampling keeps the smallest set of tokens with this probability mass (1: all).
+        num_beams: beam search width.
+        length_penalty: beam search scores a hypothesis ``sum logp / len**length_penalty``.
+        seed: seed of sampled decoding.
+        bank: retrieval candidates: a text file URL (one caption per line), a Parquet file or a
+            dataset (its ``caption`` column). The demo writes the synthetic corpus's vocabulary
+            to a file and passes it here.
+        classes: optional class labels (a file, one per line) to restrict retrieval to the
             image's predicted class (``restrict_to_class``), prompted with ``class_template``.
+        restrict_to_class: retrieve only among candidates of the image's predicted class.
+        class_template: the prompt of a class label, ``{}`` standing for the label.
         views: retrieval with test-time augmentation: the candidate is the one nearest the
             mean image embedding over the horizontal flip (``flip``) or all 8 symmetries of
             the square (``dihedral``; only for captions without orientation, such as the
@@ -44,15 +53,15 @@ class CaptionConfig(StageConfig):
     model: str = "coca_ViT-L-14"
     pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"
     decoding: Literal["greedy", "sample", "beam"] = "greedy"
-    max_new_tokens: int = Field(30, ge=1, le=255)
-    min_new_tokens: int = Field(4, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    num_beams: int = Field(3, ge=1, le=32)
+    max_new_tokens: int = Field(default=30, ge=1, le=255)
+    min_new_tokens: int = Field(default=4, ge=0)
+    temperature: float = Field(default=1.0, gt=0)
+    top_k: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    num_beams: int = Field(default=3, ge=1, le=32)
     length_penalty: float = 1.0
     seed: int = 0
-    bank: str = "synth"
+    bank: str | None = None
     classes: str | None = None
     restrict_to_class: bool = False
     views: Views = "none"
@@ -61,17 +70,17 @@ class CaptionConfig(StageConfig):
     clip_pretrained: str | None = None
     threshold: float = 0.28
     mode: Literal["mix", "both"] = "mix"
-    batch_size: int = Field(64, ge=1, le=65536)
+    batch_size: int = execution(64, ge=1, le=65536)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
+    num_cpus: float = execution(1.0, gt=0)
+    num_gpus: float = execution(0.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> "CaptionConfig":
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError(f"min_new_tokens ({self.min_new_tokens}) exceeds max_new_tokens ({self.max_new_tokens})")
         if self.restrict_to_class and not self.classes:
-            raise ValueError("restrict_to_class needs `classes` (synth or a file of class labels)")
+            raise ValueError("restrict_to_class needs `classes` (a file of class labels)")
         if "{}" not in self.class_template:
             raise ValueError(f"class_template must contain '{{}}' (got {self.class_template!r})")
         return self

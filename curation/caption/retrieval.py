@@ -4,8 +4,9 @@ predicted class.
 
 The bank is embedded once per model (and cached per worker process); each image then costs
 one matrix product against it. Works with any CLIP model; with the project-trained tiny
-CLIP and ``curation.synth.caption_bank()`` it recovers the true captions of mismatched
-records of the synthetic corpus.
+CLIP and the synthetic corpus's vocabulary as the bank (the demo writes it to a file) it
+recovers the true captions of mismatched records of that corpus. Production code never
+imports the synthetic world: the bank is always a file or a dataset.
 """
 from __future__ import annotations
 
@@ -17,26 +18,40 @@ import torch.nn.functional as F
 
 from curation.errors import ConfigError
 
-SYNTH = "synth"  # bank / classes source: the synthetic corpus generator's own vocabulary
-
 
 def load_texts(source: str, what: str = "caption bank", storage_options: dict | None = None) -> list[str]:
-    """``"synth"`` (every caption / class label of :mod:`curation.synth`) or a UTF-8 text
-    file at any fsspec URL, one candidate per line. Blank lines and duplicates are dropped."""
-    if source == SYNTH:
-        from curation import synth
+    """Candidate texts from ``source``, in order, blank lines and duplicates dropped.
 
-        return synth.caption_bank() if what == "caption bank" else synth.class_labels()
-    from curation.io.fs import get_fs
+    ``source`` is a UTF-8 text file at any fsspec URL (one candidate per line), a Parquet
+    file with a ``caption`` column, or a dataset root (its ``caption`` column). Errors name
+    the source and say what is wrong with it.
+    """
+    from curation.io.fs import get_fs, join
 
     fs, path = get_fs(source, storage_options)
     try:
-        raw = fs.cat_file(path).decode("utf-8")
+        if fs.isdir(path):
+            if not fs.exists(join(path, "manifest.json")):
+                raise ConfigError(f"{what} {source!r} is a folder but not a dataset (no manifest.json)")
+            from curation.io import Dataset
+
+            raw_texts = Dataset(source, storage_options).read_meta(columns=["caption"]).column("caption").to_pylist()
+        elif path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            with fs.open(path, "rb") as f:
+                t = pq.read_table(f)
+            if "caption" not in t.column_names:
+                raise ConfigError(f"{what} file {source!r} has no 'caption' column")
+            raw_texts = t.column("caption").to_pylist()
+        else:
+            data = fs.cat_file(path)
+            raw_texts = (data.decode("utf-8") if isinstance(data, bytes) else data).splitlines()
     except FileNotFoundError:
         raise ConfigError(f"{what} file {source!r} does not exist") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} file {source!r} is not UTF-8 text") from None
-    texts = list(dict.fromkeys(line.strip() for line in raw.splitlines() if line.strip()))
+    texts = list(dict.fromkeys(line.strip() for line in raw_texts if line and line.strip()))
     if not texts:
         raise ConfigError(f"{what} file {source!r} has no non-empty lines")
     return texts
@@ -102,6 +117,7 @@ def retrieve(bank: CaptionBank, image_emb: torch.Tensor, *, k: int = 1,
     if restrict_to_class:
         if bank.member is None:
             raise ConfigError("restrict_to_class needs class labels (set `classes`)")
+        assert bank.class_emb is not None  # built together with member
         pred = (img @ bank.class_emb.T).argmax(-1)
         allowed = bank.member[:, pred].T                 # [N, M]
         allowed |= ~allowed.any(dim=1, keepdim=True)     # no candidate for that class: allow all

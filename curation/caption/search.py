@@ -131,7 +131,9 @@ def _beam(coca: CachedCoca, image_tokens: torch.Tensor, sot: int, eot: int,
                 continue                            # early stopping: this image is done
             keep_items.append(item)
             for row, w, s in beams:
-                new_rows.append(row); new_tok.append(w); new_scores.append(s)
+                new_rows.append(row)
+                new_tok.append(w)
+                new_scores.append(s)
         if not keep_items:
             break
         rows = torch.tensor(new_rows, device=dev)

@@ -2,11 +2,13 @@
 
 Adds ``synthetic_caption``, ``synthetic_clip_score`` and ``caption_source`` in a new
 metadata version (rows unchanged, in order); tars are never touched (``reshard`` writes
-the chosen captions). Each pending shard is a Ray task (retried if its node dies); the
-driver commits each shard's table as its task finishes, so a killed run resumes with the
-shards that are left.
+the chosen captions). Each pending shard is a Ray task (retried if its node dies) that
+commits its own shard, so a killed run resumes with the shards that are left.
 """
 from __future__ import annotations
+
+from collections import Counter
+from typing import Any
 
 import pyarrow as pa
 
@@ -15,7 +17,7 @@ from curation.caption.retrieval import load_texts
 from curation.caption.worker import NEW_COLUMNS, caption_shard
 from curation.errors import ConfigError
 from curation.io import Dataset
-from curation.runner.stage import Stage, StageContext
+from curation.stage import Shard, ShardResult, ShardStage, StageContext, StageStats
 
 _TYPES = {"synthetic_caption": pa.string(), "synthetic_clip_score": pa.float32(), "caption_source": pa.string()}
 
@@ -42,56 +44,48 @@ def check_model_name(name: str, key: str) -> None:
     raise ConfigError(f"caption.{key}: unknown open_clip model {name!r}")
 
 
-def with_columns(meta: pa.Table, cols: dict[str, list]) -> pa.Table:
-    """``meta`` with the new columns appended (replacing any from an earlier caption run)."""
-    for name in NEW_COLUMNS:
-        if name in meta.column_names:
-            meta = meta.drop_columns([name])
-        meta = meta.append_column(name, pa.array(cols[name], type=_TYPES[name]))
-    return meta
+class CaptionStage(ShardStage):
+    """Synthetic caption enrichment (CoCa decoding or retrieval) with the mixing policy.
 
-
-class CaptionStage(Stage):
-    """Synthetic caption enrichment (CoCa decoding or retrieval) with the mixing policy."""
+    Each pending shard is captioned by a Ray task (models are cached per worker process),
+    which commits its own metadata shard; see :class:`curation.stage.ShardStage`.
+    """
 
     name = "caption"
     Config = CaptionConfig
 
-    def run(self, ds: Dataset | None, ctx: StageContext) -> Dataset:
-        from curation.runner.ray_utils import map_tasks
-
-        if ds is None:
-            raise ConfigError("caption: needs an input dataset")
-        cfg: CaptionConfig = self.config
+    def plan(self, ds: Dataset, ctx: StageContext) -> dict[str, Any]:
+        cfg: CaptionConfig = self.config  # type: ignore[assignment]
         clip_model, clip_pretrained = scoring_model(ds, cfg)
         check_model_name(clip_model, "clip_model")
         if cfg.method == "coca":
             check_model_name(cfg.model, "model")
         else:
+            if not cfg.bank:
+                raise ConfigError("caption.bank: retrieval needs a caption bank (a text file with one caption "
+                                  "per line, a Parquet file or a dataset with a caption column)")
             load_texts(cfg.bank, "caption bank", ds.storage_options)  # a bad bank fails before any work
             if cfg.classes:
                 load_texts(cfg.classes, "class labels", ds.storage_options)
-        config = {**cfg.model_dump(mode="json"), "clip_model": clip_model, "clip_pretrained": clip_pretrained}
-        vw = ds.new_version(self.name, config)
-        pending, total = vw.pending_shards(), len(ds.shard_ids)
-        stats = ctx.stats
-        counts: dict[str, int] = {}
-        done = [total - len(pending)]
+        return {"clip_model": clip_model, "clip_pretrained": clip_pretrained,
+                "config": cfg.model_dump(mode="json")}
 
-        def commit(i: int, cols: dict[str, list]) -> None:
-            sid = pending[i]
-            meta = with_columns(ds.read_meta(sid), cols)
-            vw.write_meta(sid, meta)
-            for src in cols["caption_source"]:
-                counts[src] = counts.get(src, 0) + 1
-            done[0] += 1
-            ctx.progress(done[0], total, meta.num_rows)
+    def version_config(self, ds: Dataset, plan: dict[str, Any]) -> dict[str, Any]:
+        return {**self.config.semantic_dump(), "clip_model": plan["clip_model"],
+                "clip_pretrained": plan["clip_pretrained"]}
 
-        map_tasks(caption_shard, pending, on_done=commit, num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
-                  url=ds.url, storage_options=ds.storage_options, version=ds.version, config=config,
-                  clip_model=clip_model, clip_pretrained=clip_pretrained)
-        if stats is not None:
-            stats.samples_in = stats.samples_out = ds.num_samples
-            stats.shards = total
-            stats.extra.update({"caption_source": counts, "method": cfg.method, "clip_model": clip_model})
-        return vw.commit(stats=stats.to_dict() if stats else None)
+    def process_shard(self, state: Any, shard: Shard, plan: dict[str, Any]) -> ShardResult:
+        import torch
+
+        threads = torch.get_num_threads()  # the worker sets its own; an in-process run must not keep them
+        try:
+            cols = caption_shard(shard.id, url=shard.dataset.url, storage_options=shard.dataset.storage_options,
+                                 version=shard.dataset.version, config=plan["config"],
+                                 clip_model=plan["clip_model"], clip_pretrained=plan["clip_pretrained"])
+        finally:
+            torch.set_num_threads(threads)
+        return ShardResult(columns={n: pa.array(cols[n], type=_TYPES[n]) for n in NEW_COLUMNS},
+                           stats={"caption_source": dict(Counter(cols["caption_source"]))})
+
+    def finish(self, ds: Dataset, plan: dict[str, Any], stats: StageStats) -> None:
+        stats.extra.update({"method": self.config.method, "clip_model": plan["clip_model"]})  # type: ignore[attr-defined]

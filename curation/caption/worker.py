@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 from typing import Any
 
 import numpy as np
@@ -53,12 +52,12 @@ def _bank(model: str, pretrained: str | None, device: str, bank: str, classes: s
 
 def _images(ds, rows: list[dict[str, Any]], preprocess) -> tuple[torch.Tensor | None, list[bool]]:
     """Decode and preprocess rows' images; rows that fail to decode are marked False."""
-    from PIL import Image
+    from curation.io.images import open_image
 
     tensors, ok = [], []
     for data in ds.read_images(rows):
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with open_image(data) as im:
                 tensors.append(preprocess(im.convert("RGB")))
             ok.append(True)
         except Exception:  # a corrupt image gets no synthetic caption, never a failed shard
@@ -104,7 +103,7 @@ def caption_shard(shard_id: int, *, url: str, storage_options: dict, version: in
     return {"synthetic_caption": syn_caption, "synthetic_clip_score": syn_score, "caption_source": sources}
 
 
-def _stored_embeddings(ds, shard_id: int, clip_name: str, n: int) -> list[tuple] | None:
+def _stored_embeddings(ds, shard_id: int, clip_name: str, n: int) -> list[tuple | None] | None:
     """Per row ``(image_emb, text_emb)`` arrays (or None) when the scoring CLIP made them."""
     if not ds.embeddings or ds.embeddings.get("model") != clip_name:
         return None
@@ -171,10 +170,13 @@ class _Job:
         cfg = self.cfg
         loaded, coca = _coca(cfg.model, cfg.pretrained, self.device)
         images, _ = _images(self.ds, rows, loaded.preprocess)
+        if images is None:
+            raise ValueError("caption generate: none of the rows has a decodable image")
         tok = loaded.tokenizer
         sot, eot = int(getattr(tok, "sot_token_id", 49406)), int(getattr(tok, "eot_token_id", 49407))
         # sampling noise differs per shard and batch but is fixed by (seed, shard, batch): reruns agree
-        opts = dataclasses.replace(cfg.decode_options(), seed=hash((cfg.seed, self.shard_id, self.batches)) & 0x7FFFFFFF)
+        seed = hash((cfg.seed, self.shard_id, self.batches)) & 0x7FFFFFFF
+        opts = dataclasses.replace(cfg.decode_options(), seed=seed)
         self.batches += 1
         out = generate(coca, images.to(self.device), sot=sot, eot=eot, opts=opts)
         return [decode_text(tok, t) for t in out]

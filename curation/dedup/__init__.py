@@ -12,6 +12,10 @@ def __getattr__(name):  # lazy: keep `import curation.dedup` light (no faiss/ray
         from curation.dedup.core import find_duplicates
 
         return find_duplicates
+    if name == "find_duplicates_reference":
+        from curation.dedup.reference import find_duplicates_reference
+
+        return find_duplicates_reference
     if name in ("DedupStage",):
         from curation.dedup.stage import DedupStage
 
@@ -23,4 +27,4 @@ def __getattr__(name):  # lazy: keep `import curation.dedup` light (no faiss/ray
     raise AttributeError(name)
 
 
-__all__ = ["DedupStage", "DedupConfig", "find_duplicates", "dedup_groups", "evaluate"]
+__all__ = ["DedupStage", "DedupConfig", "find_duplicates", "find_duplicates_reference", "dedup_groups", "evaluate"]

@@ -1,4 +1,4 @@
-"""The dedup decision over a whole dataset: decontamination, exact, pHash, semantic.
+"""The dedup decision over a whole dataset, distributed: decontamination, exact, pHash, semantic.
 
 Order and policy (deterministic, stated):
 
@@ -6,191 +6,165 @@ Order and policy (deterministic, stated):
 2. ``eval_contamination`` first: contaminated samples are removed (``dup_of`` null: their
    match is outside the dataset) and take no further part.
 3. ``exact``: samples with equal ``sha256`` form a group, grouped globally over every shard
-   with DuckDB; the kept one is chosen by :mod:`curation.dedup.groups` (highest
-   ``clip_score``, then lowest ``uid``).
+   (hash partitions by sha256 prefix); the kept one is chosen by :mod:`curation.dedup.groups`
+   (highest ``clip_score``, then lowest ``uid``).
 4. ``phash``: among the survivors, pHashes within ``phash_radius`` bits are linked
-   (multi-index hashing, then union-find: groups are connected components); same keep policy.
+   (multi-index hashing, then connected components); same keep policy.
 5. ``semantic``: SemDeDup over the survivors' image embeddings (its own keep order).
 
 Every removed sample's ``dup_of`` is finally resolved to the uid of a *kept* sample, so
 ``GROUP BY dup_of`` lists whole groups. A sample is kept iff ``dedup_reason IS NULL``.
+
+How it runs (:func:`find_duplicates`): waves of tasks through ``map`` (``Stage.map``), each
+reading and writing files of a work folder (:mod:`curation.dedup.work`); the driver only
+sees counts. Waves: scan groups of shards (:mod:`~curation.dedup.exact`), exact partitions,
+pHash band partitions and connected-component rounds (:mod:`~curation.dedup.components`),
+SemDeDup prepare / fit / assign / cluster blocks (:mod:`~curation.dedup.semantic_dist`),
+two resolution rounds (:mod:`~curation.dedup.resolve`). The write-out (one task per shard,
+the stage contract) joins each shard's rows with its group's decisions. The result equals
+:func:`curation.dedup.reference.find_duplicates_reference` row for row.
 """
 from __future__ import annotations
 
+import io
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import pyarrow as pa
 
-from curation.dedup import mih
 from curation.dedup.config import DedupConfig
-from curation.dedup.groups import UnionFind, keep_rank, keepers
-from curation.errors import ConfigError, DatasetError
+from curation.dedup.exact import Job, exact_partition, phash_missing, scan_group
+from curation.errors import ConfigError
 from curation.io import Dataset
 
-
-@dataclass
-class DedupResult:
-    """Per-row outputs aligned with ``ds.read_meta()`` (all shards in order)."""
-
-    uid: list[str]
-    dup_of: list[str | None]
-    dedup_reason: list[str | None]
-    phash: list[str | None] | None
-    stats: dict[str, Any] = field(default_factory=dict)
+MapFn = Callable[..., list]
 
 
 def resolve_methods(ds: Dataset, cfg: DedupConfig) -> list[str]:
     if cfg.methods is not None:
         if "semantic" in cfg.methods and not ds.embeddings:
-            raise ConfigError(f"dedup.methods: 'semantic' needs embeddings and {ds.url} has none (run `curate score` first)")
+            raise ConfigError(f"dedup.methods: 'semantic' needs embeddings and {ds.url} has none "
+                              "(run `curate score` first)")
         return list(cfg.methods)
     return ["exact", "phash"] + (["semantic"] if ds.embeddings else [])
 
 
-def read_embeddings_aligned(ds: Dataset, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(matrix n x d, has-embedding mask) aligned with ``uids`` (joined on uid)."""
-    t = ds.read_embeddings(columns=["uid", "image_emb"])
-    col = t.column("image_emb").combine_chunks()
-    d = col.type.list_size
-    flat = col.values.slice(col.offset * d, len(col) * d).to_numpy(zero_copy_only=False)
-    emb = np.asarray(flat, dtype=np.float32).reshape(len(col), d)
-    valid = col.is_valid().to_numpy(zero_copy_only=False) & np.isfinite(emb).all(1)
-    pos = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
-    rows = np.array([pos.get(u, -1) for u in uids], dtype=np.int64)
-    has = rows >= 0
-    has[has] = valid[rows[has]]
-    out = np.zeros((len(uids), d), dtype=np.float32)
-    out[has] = emb[rows[has]]
-    return out, has
+def plan_groups(ds: Dataset, rows_per_task: int) -> list[int]:
+    """First shard index of each group of consecutive shards holding about ``rows_per_task`` rows."""
+    starts, acc = [], rows_per_task
+    for i, s in enumerate(ds.shards):
+        if acc >= rows_per_task:
+            starts.append(i)
+            acc = 0
+        acc += int(s.get("num_samples", 0))
+    return starts or [0]
 
 
-def compute_phashes(ds: Dataset, existing: list[str | None] | None, uids: list[str],
-                    has_img: np.ndarray) -> list[str | None]:
-    """pHash hex per row: reuse a stored ``phash`` column, else compute per shard on Ray."""
-    if existing is not None and all(h is not None for h, ok in zip(existing, has_img) if ok):
-        return list(existing)
-    from curation.dedup.phash import phash_shard
-    from curation.runner.ray_utils import map_tasks
-
-    outs = map_tasks(phash_shard, ds.shard_ids, url=ds.url, storage_options=ds.storage_options, version=ds.version)
-    by_uid = {u: h for o in outs for u, h in zip(o["uid"], o["phash"])}
-    return [by_uid.get(u) for u in uids]
+def make_job(ds: Dataset, cfg: DedupConfig, work: Any, methods: list[str]) -> Job:
+    """The task-side description of this run (counts and settings only)."""
+    starts = plan_groups(ds, cfg.rows_per_task)
+    n_parts = max(1, math.ceil(ds.num_samples / cfg.rows_per_task))
+    return Job(url=ds.url, storage_options=ds.storage_options, version=ds.version, work=work,
+               shard_ids=list(ds.shard_ids), group_starts=starts, n_parts=n_parts, methods=methods,
+               radius=cfg.phash_radius, keep_phash=("phash" in methods or "phash" in ds.columns))
 
 
-def _exact(alive: np.ndarray, sha: list, rank: np.ndarray) -> np.ndarray:
-    """Keeper index per alive row with a sha256 (DuckDB window over the whole metadata)."""
-    import duckdb
+def find_duplicates(ds: Dataset, cfg: DedupConfig, *, work: Any, map: MapFn, cpus: int = 2,
+                    job: Job | None = None) -> dict[str, Any]:
+    """Decide every row's ``dup_of``/``dedup_reason`` into ``work``; return stats (counts only).
 
-    idx = np.flatnonzero(alive & np.array([s is not None for s in sha]))
-    t = pa.table({"i": idx, "sha": [sha[i] for i in idx], "r": rank[idx]})
-    con = duckdb.connect()
-    con.register("t", t)
-    res = con.sql("SELECT i, first_value(i) OVER (PARTITION BY sha ORDER BY r) AS k FROM t").to_arrow_table()
-    con.close()
-    keep = np.full(len(alive), -1, dtype=np.int64)
-    keep[res.column("i").to_numpy()] = res.column("k").to_numpy()
-    return keep
+    Args:
+        ds: the parent dataset version.
+        work: a :class:`curation.dedup.work.Work` folder (emptied first).
+        map: ``map(fn, items, **kw) -> results`` (``Stage.map``): runs each wave's tasks.
+        cpus: cluster CPUs, to size the SemDeDup cluster blocks.
+        job: the layout to use (default :func:`make_job`); the caller keeps it for the write-out.
 
-
-def _phash(alive: np.ndarray, hashes: list, rank: np.ndarray, radius: int) -> tuple[np.ndarray, int]:
-    idx = np.flatnonzero(alive & np.array([h is not None for h in hashes]))
-    codes = np.array([int(hashes[i], 16) for i in idx], dtype=np.uint64)
-    pairs = mih.near_pairs(codes, radius)
-    uf = UnionFind(len(idx))
-    for a, b in pairs:
-        uf.union(int(a), int(b))
-    keep = np.full(len(alive), -1, dtype=np.int64)
-    if len(idx):
-        keep[idx] = idx[keepers(uf.labels(), rank[idx])]
-    return keep, len(pairs)
-
-
-def _remove(parent, reason, alive, keep, why) -> int:
-    """Mark rows whose keeper is another row as removed with ``why``."""
-    rm = (keep >= 0) & (keep != np.arange(len(keep)))
-    parent[rm] = keep[rm]
-    reason[rm] = why
-    alive &= ~rm
-    return int(rm.sum())
-
-
-def find_duplicates(ds: Dataset, cfg: DedupConfig, *, use_ray: bool = True) -> DedupResult:
-    """Run every configured detector over ``ds``; see the module docstring for the policy."""
+    Afterwards :func:`curation.dedup.resolve.shard_columns` gives any shard's columns.
+    """
     methods = resolve_methods(ds, cfg)
-    cols = [c for c in ("uid", "sha256", "tar_offset", "clip_score", "phash") if c in ds.columns]
-    meta = ds.read_meta(columns=cols)
-    uids = meta.column("uid").to_pylist()
-    if len(set(uids)) != len(uids):
-        raise DatasetError(f"{ds.url}: column 'uid' is not unique; dedup needs unique uids")
-    n = len(uids)
-    has_img = meta.column("tar_offset").is_valid().to_numpy(zero_copy_only=False)
-    scores = meta.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64) if "clip_score" in cols else None
-    rank = keep_rank(np.array(uids, dtype=object).astype(str), scores)
-    alive, parent = has_img.copy(), np.full(n, -1, dtype=np.int64)
-    reason = np.full(n, None, dtype=object)
-    stats: dict[str, Any] = {"methods": methods, "removed": {}, "timings_s": {}}
-    t = time.perf_counter()
+    work.clear()
+    job = job or make_job(ds, cfg, work, methods)
+    stats: dict[str, Any] = {"methods": methods, "removed": {}, "timings_s": {}, "groups": job.n_groups,
+                             "partitions": job.n_parts}
+    groups = list(range(job.n_groups))
+    parts = list(range(job.n_parts))
 
-    emb = has_emb = None
-    if "semantic" in methods or cfg.eval_set:
-        emb, has_emb = read_embeddings_aligned(ds, uids)
+    def timed(name: str, t0: float) -> None:
+        stats["timings_s"][name] = round(time.perf_counter() - t0, 3)
+
+    t = time.perf_counter()
+    if "phash" in methods or "phash" in ds.columns:  # stored hashes are reused only when complete
+        job.compute_phash = "phash" not in ds.columns or any(map(phash_missing, groups, job=job))
     if cfg.eval_set:
-        from curation.dedup.decontam import contaminated, load_eval_embeddings
+        from curation.dedup.decontam import load_eval_embeddings
 
         model = cfg.eval_model or (ds.embeddings or {}).get("model", "").split("/", 1)[0] or None
         ev = load_eval_embeddings(cfg.eval_set, model=model, pretrained=cfg.eval_pretrained)
-        cand = np.flatnonzero(alive & has_emb)
-        mask, _ = contaminated(emb[cand], ev, cfg.eval_eps or cfg.eps)
-        reason[cand[mask]] = "eval_contamination"
-        alive[cand[mask]] = False
-        stats["removed"]["eval_contamination"] = int(mask.sum())
+        buf = io.BytesIO()
+        np.save(buf, ev)
+        work.write_bytes("eval.npy", buf.getvalue())
+        job.eval_eps = cfg.eval_eps or cfg.eps
+    scans = map(scan_group, groups, job=job)
+    timed("scan", t)
+    if cfg.eval_set:
+        stats["removed"]["eval_contamination"] = sum(s["eval_contamination"] for s in scans)
     if "exact" in methods:
-        stats["removed"]["exact"] = _remove(parent, reason, alive, _exact(alive, meta.column("sha256").to_pylist(), rank), "exact")
-    stats["timings_s"]["exact"] = round(time.perf_counter() - t, 3)
-
-    hashes = None
-    if "phash" in methods or "phash" in cols:
         t = time.perf_counter()
-        hashes = compute_phashes(ds, meta.column("phash").to_pylist() if "phash" in cols else None, uids, has_img)
-        stats["timings_s"]["phash_compute"] = round(time.perf_counter() - t, 3)
+        stats["removed"]["exact"] = sum(r["exact"] for r in map(exact_partition, parts, job=job))
+        timed("exact", t)
     if "phash" in methods:
+        from curation.dedup.components import band_partition, connected_components
+
         t = time.perf_counter()
-        keep, npairs = _phash(alive, hashes, rank, cfg.phash_radius)
-        stats["removed"]["phash"] = _remove(parent, reason, alive, keep, "phash")
-        stats["phash_pairs"] = npairs
-        stats["timings_s"]["phash_search"] = round(time.perf_counter() - t, 3)
+        bands = map(band_partition, parts, job=job)
+        stats["phash_edges"] = sum(b["edges"] for b in bands)
+        stats["phash_candidates"] = sum(b["candidates"] for b in bands)
+        cc = connected_components(job, map)
+        stats["removed"]["phash"] = cc["phash"]
+        stats["phash_cc_rounds"] = cc["cc_rounds"]
+        timed("phash", t)
     if "semantic" in methods:
-        stats["removed"]["semantic"] = _semantic(cfg, emb, alive & has_emb, parent, reason, alive, stats, use_ray)
+        stats["removed"]["semantic"] = _semantic(job, cfg, map, cpus, stats)
+    t = time.perf_counter()
+    from curation.dedup.resolve import resolve_round
 
-    root = np.where(parent >= 0, parent, np.arange(n))
-    while True:  # pointer jumping: every chain ends at a kept sample
-        nxt = np.where(parent[root] >= 0, parent[root], root)
-        if (nxt == root).all():
-            break
-        root = nxt
-    dup_of = [uids[root[i]] if parent[i] >= 0 else None for i in range(n)]
-    stats["kept"] = int(alive.sum())
-    stats["with_image"] = int(has_img.sum())
-    return DedupResult(uids, dup_of, reason.tolist(), hashes, stats)
+    if "phash" in methods:
+        map(resolve_round, groups, job=job, method="phash", lookups=["semantic"])
+    if "exact" in methods:
+        map(resolve_round, groups, job=job, method="exact", lookups=["phash", "semantic"])
+    timed("resolve", t)
+    stats["with_image"] = sum(s["with_image"] for s in scans)
+    stats["kept"] = stats["with_image"] - sum(stats["removed"].values())
+    return stats
 
 
-def _semantic(cfg, emb, cand_mask, parent, reason, alive, stats, use_ray) -> int:
-    from curation.dedup.semantic import semdedup
+def _semantic(job: Job, cfg: DedupConfig, map: MapFn, cpus: int, stats: dict[str, Any]) -> int:
+    from curation.dedup import semantic as sem
+    from curation.dedup import semantic_dist as sd
 
-    idx = np.flatnonzero(cand_mask)
-    if not len(idx):
+    groups = list(range(job.n_groups))
+    t = time.perf_counter()
+    prep = map(sd.prepare_group, groups, job=job, plan_seed=cfg.seed)
+    m = sum(p["m"] for p in prep)
+    stats["timings_s"]["semantic_prepare"] = round(time.perf_counter() - t, 3)
+    if not m:
         return 0
-    k = cfg.n_clusters or math.ceil(len(idx) / cfg.cluster_size)
-    res = semdedup(emb[idx], eps=cfg.eps, n_clusters=k, niter=cfg.niter, sample_size=cfg.sample_size,
-                   keep=cfg.keep, seed=cfg.seed, kmeans=cfg.kmeans, block=cfg.block, use_ray=use_ray)
-    rm = idx[res.removed]
-    parent[rm] = idx[res.target[res.removed]]
-    reason[rm] = "semantic"
-    alive[rm] = False
-    stats["semantic"] = {"n_clusters": res.n_clusters, "candidates": int(len(idx)),
-                         **{k2: round(v, 3) for k2, v in res.timings.items()}}
-    return int(len(rm))
+    k, mode = sem.resolve_k(cfg.n_clusters or math.ceil(m / cfg.cluster_size), m, cfg.kmeans)
+    plan = sd.SemPlan(eps=cfg.eps, n_clusters=k, mode=mode, niter=cfg.niter, sample_size=cfg.sample_size,
+                      keep=cfg.keep, seed=cfg.seed, block=cfg.block, dim=max(p["d"] for p in prep), candidates=m,
+                      fit_threads=cpus)
+    t = time.perf_counter()
+    map(sd.fit_centroids, [0], job=job, plan=plan, groups=groups)
+    stats["timings_s"]["kmeans_fit"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    counts = map(sd.assign_group, groups, job=job, plan=plan)
+    stats["timings_s"]["assign"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    items = sd.blocks(counts, plan, max(1, 4 * cpus))
+    res = map(sd.cluster_block, items, job=job, plan=plan)
+    stats["timings_s"]["pairwise"] = round(time.perf_counter() - t, 3)
+    stats["semantic"] = {"n_clusters": sum(r["clusters"] for r in res), "candidates": m, "kmeans": mode,
+                         "blocks": len(items)}
+    return sum(r["semantic"] for r in res)

@@ -41,8 +41,8 @@ def load_eval_embeddings(path: str, *, model: str | None = None, pretrained: str
 
 def _embed_folder(path: str, model: str | None, pretrained: str | None, batch: int) -> np.ndarray:
     import torch
-    from PIL import Image
 
+    from curation.io.images import decode_rgb
     from curation.models import load_clip
 
     if not model:
@@ -54,7 +54,7 @@ def _embed_folder(path: str, model: str | None, pretrained: str | None, batch: i
     out = []
     with torch.no_grad():
         for i in range(0, len(files), batch):
-            ims = [clip.preprocess(Image.open(os.path.join(path, f)).convert("RGB")) for f in files[i:i + batch]]
+            ims = [clip.preprocess(decode_rgb(os.path.join(path, f))) for f in files[i:i + batch]]
             out.append(clip.model.encode_image(torch.stack(ims)).float().numpy())
     return np.concatenate(out)
 

@@ -67,7 +67,6 @@ def near_pairs(codes: np.ndarray, radius: int) -> np.ndarray:
     uniq, inv = np.unique(codes, return_inverse=True)
     upairs = unique_code_pairs(uniq, radius)
     # expand: every member of code a pairs with every member of code b, and within a code
-    members: list[np.ndarray] = [[] for _ in range(len(uniq))]
     order = np.argsort(inv, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(inv, minlength=len(uniq)))]
     members = [order[bounds[u]:bounds[u + 1]] for u in range(len(uniq))]

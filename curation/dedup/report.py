@@ -52,17 +52,17 @@ def evaluate(ds: Dataset, truth: pa.Table | str) -> dict[str, dict[str, float]]:
     Returns ``{"exact": {"precision", "recall", "predicted", "truth"}, "near": {...},
     "semantic": {...}}``; precision/recall are 1.0 when there is nothing to count.
     """
-    if isinstance(truth, str):
-        import pyarrow.parquet as pq
+    import pyarrow.parquet as pq
 
-        truth = pq.read_table(truth)
+    table: pa.Table = pq.read_table(truth) if isinstance(truth, str) else truth
+    truth_rows: list[dict[str, Any]] = table.to_pylist()
     meta = ds.read_meta(columns=["uid", "tar_offset", "dup_of", "dedup_reason"]).to_pylist()
     root = _root_map([r["uid"] for r in meta], [r["dup_of"] for r in meta])
     present = {r["uid"] for r in meta if r["tar_offset"] is not None}
-    group = {r["uid"]: r["dup_group"] for r in truth.to_pylist() if r.get("dup_group") is not None}
+    group = {r["uid"]: r["dup_group"] for r in truth_rows if r.get("dup_group") is not None}
     out: dict[str, dict[str, float]] = {}
     for kind, reasons in (("exact", {"exact"}), ("near", {"phash"}), ("semantic", {"semantic"})):
-        pairs = [(r["uid"], r["dup_of_uid"]) for r in truth.to_pylist()
+        pairs = [(r["uid"], r["dup_of_uid"]) for r in truth_rows
                  if r.get("dup_kind") == kind and r["uid"] in present and r.get("dup_of_uid") in present]
         hit = sum(root[a] == root[b] for a, b in pairs)
         pred = [(r["uid"], r["dup_of"]) for r in meta if r["dedup_reason"] in reasons]

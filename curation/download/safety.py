@@ -1,19 +1,28 @@
-"""Safety policy for fetching from the open web (DESIGN.md 5.5).
+"""Address policy for fetching from the open web (DESIGN.md 5.5).
 
-* only ``http``/``https`` URLs with a host are fetched (``file:``, ``ftp:``, ``data:``... are
-  rejected before any I/O);
 * every DNS answer must be a global address unless the private network is allowed
   explicitly; the connection then goes to the checked address (no second lookup that a
   rebinding DNS server could answer differently);
-* ``X-Robots-Tag`` opt-outs are honoured (img2dataset's directives plus ``noml``).
+* IPv6 addresses that carry an IPv4 address (6to4 ``2002::/16``, Teredo ``2001::/32``,
+  NAT64 ``64:ff9b::/96``, IPv4-mapped ``::ffff:0:0/96``) are judged by the IPv4 address
+  they lead to, so ``2002:7f00:1::`` is loopback, not "global";
+* the DNS lookup has a time limit (it runs on a helper thread, because ``getaddrinfo``
+  cannot be interrupted).
+
+URL syntax (schemes, normalisation) lives in :mod:`curation.download.urls`; opt-out
+directives in :mod:`curation.download.robots`.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
-ALLOWED_SCHEMES = ("http", "https")
+from curation import status as st
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_DNS_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="curation-dns")
 
 
 class Refused(Exception):
@@ -24,30 +33,20 @@ class Refused(Exception):
         self.status = status
 
 
-def parse_url(url: str | None) -> tuple[str, str, int, str]:
-    """Split an http(s) URL into ``(scheme, host, port, path_and_query)``.
-
-    Raises Refused(``bad_url``) for anything else (no I/O happens for such URLs).
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise Refused("bad_url", "empty URL")
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise Refused("bad_url", f"malformed URL: {e}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ALLOWED_SCHEMES:
-        raise Refused("bad_url", f"scheme {scheme or '(none)'!r} not allowed (http/https only)")
-    if not parts.hostname:
-        raise Refused("bad_url", "URL has no host")
-    if any(c in url for c in "\r\n\t "):
-        raise Refused("bad_url", "URL contains whitespace or control characters")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return scheme, parts.hostname, port or (443 if scheme == "https" else 80), path
+def embedded_ipv4(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address routes to (6to4, Teredo server+client, NAT64,
+    IPv4-mapped); empty for plain addresses."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return []
+    if addr.ipv4_mapped is not None:
+        return [addr.ipv4_mapped]
+    if addr.sixtofour is not None:
+        return [addr.sixtofour]
+    if addr.teredo is not None:
+        return list(addr.teredo)
+    if addr in _NAT64:
+        return [ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)]
+    return []
 
 
 class AddressPolicy:
@@ -64,48 +63,49 @@ class AddressPolicy:
             if isinstance(allow_private, list) else []
 
     def allowed(self, ip: str) -> bool:
+        """True when ``ip`` may be connected to (an address carrying IPv4 is allowed only
+        when every IPv4 address it carries is)."""
         addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        if self.allow_all:
+        if self.allow_all or any(addr in n for n in self.networks):
             return True
-        if any(addr in n for n in self.networks):
-            return True
+        inner = embedded_ipv4(addr)
+        if inner:
+            return all(self.allowed(str(a)) for a in inner)
         if addr.is_multicast or addr.is_unspecified or addr.is_reserved:
             return False
         return addr.is_global
 
-    def resolve(self, host: str, port: int) -> str:
-        """Resolve ``host`` and return one address to connect to; every answer must be allowed.
+    def resolve(self, host: str, port: int, timeout: float | None = None) -> str:
+        """Resolve ``host`` within ``timeout`` seconds and return one address to connect to;
+        every answer must be allowed.
 
-        Raises Refused(``blocked_address``) or Refused(``connection_error``) on DNS failure.
+        Raises:
+            Refused: ``blocked_address``; ``connection_error`` on DNS failure; ``timeout``
+                when the lookup takes longer than ``timeout``.
         """
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as e:
-            raise Refused("connection_error", f"DNS lookup failed for {host}: {e}") from None
-        ips = []
-        for info in infos:
-            ip = info[4][0]
-            if ip not in ips:
-                ips.append(ip)
+        try:  # an IP literal needs no lookup
+            ips = [str(ipaddress.ip_address(host.strip("[]")))]
+        except ValueError:
+            ips = self._lookup(host, port, timeout)
         bad = [ip for ip in ips if not self.allowed(ip)]
         if bad or not ips:
-            raise Refused("blocked_address", f"{host} resolves to non-public address {bad[0] if bad else '?'} "
-                                             "(set allow_private_networks to allow it)")
+            raise Refused(st.BLOCKED_ADDRESS, f"{host} resolves to non-public address {bad[0] if bad else '?'} "
+                                              "(set allow_private_networks to allow it)")
         return ips[0]
 
-
-def opted_out(header_values: list[str], ua_token: str, directives: list[str]) -> str | None:
-    """The ``X-Robots-Tag`` directive that opts this crawler out, or None.
-
-    A value may be scoped to a user agent (``otherbot: noai``): it applies when the
-    token is ours or absent, as img2dataset does.
-    """
-    for value in header_values:
-        scoped = value.split(":", 1)
-        token = scoped[0].strip().lower() if len(scoped) == 2 else None
-        if token is not None and token not in (ua_token.lower(), "*"):
-            continue
-        for d in scoped[-1].split(","):
-            if d.strip().lower() in directives:
-                return d.strip().lower()
-    return None
+    @staticmethod
+    def _lookup(host: str, port: int, timeout: float | None) -> list[str]:
+        fut = _DNS_POOL.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = fut.result(timeout=timeout)
+        except FutureTimeout:
+            fut.cancel()
+            raise Refused(st.TIMEOUT, f"DNS lookup for {host} took longer than {timeout:.1f}s") from None
+        except (socket.gaierror, UnicodeError, OSError) as e:
+            raise Refused(st.CONNECTION_ERROR, f"DNS lookup failed for {host}: {e}") from None
+        ips: list[str] = []
+        for info in infos:
+            ip = str(info[4][0])
+            if ip not in ips:
+                ips.append(ip)
+        return ips

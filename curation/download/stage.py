@@ -15,13 +15,12 @@ from collections import Counter
 from typing import Any
 
 from curation.download.config import DownloadConfig
-from curation.download.inputs import InputError, load_records
+from curation.download.inputs import InputError, plan_input
 from curation.errors import CurationError
 from curation.io import Dataset
 from curation.io.fs import atomic_write_bytes, get_fs, join
 from curation.io.writer import DatasetWriter
-from curation.runner.ray_utils import chunks, map_tasks
-from curation.runner.stage import Stage, StageContext
+from curation.stage import Stage, StageContext
 
 _INPUT_STATE = "_download_input.json"
 
@@ -32,10 +31,7 @@ def plan_shards(cfg: DownloadConfig, storage_options: dict | None) -> tuple[list
         from curation.download.wds import plan_wds
 
         return plan_wds(cfg, storage_options)
-    records, fp, stats = load_records(cfg, storage_options)
-    specs = [{"shard": i, "rows": list(rows)} for i, rows in enumerate(chunks(records, cfg.samples_per_shard))]
-    stats["records"] = len(records)
-    return specs, fp, stats
+    return plan_input(cfg, storage_options)  # streamed: row ranges / byte ranges, never the rows
 
 
 def _looks_like_wds(path: str) -> bool:
@@ -61,14 +57,18 @@ class DownloadStage(Stage):
     name = "download"
     Config = DownloadConfig
     produces_dataset = True
+    output_subdir = "dataset"
+    takes_input = True
 
     def run(self, ds: Dataset | None, ctx: StageContext) -> Dataset:
         cfg: DownloadConfig = self.config  # type: ignore[assignment]
         specs, fp, in_stats = plan_shards(cfg, ctx.storage_options)
         if not ctx.overwrite:
             check_input_unchanged(ctx.output, ctx.storage_options, cfg, fp)
-        # retry_failed is an action on a finished output, not part of what the shards hold
-        writer_cfg = {**cfg.model_dump(mode="json", exclude={"retry_failed"}), "input_fingerprint": fp}
+        # retry_failed is an action on a finished output, not part of what the shards hold;
+        # execution settings (processes, threads, politeness) never are either
+        semantic = {k: v for k, v in cfg.semantic_dump().items() if k != "retry_failed"}
+        writer_cfg = {**semantic, "input_fingerprint": fp}
         writer = DatasetWriter(ctx.output, stage=self.name, config=writer_cfg,
                                storage_options=ctx.storage_options, overwrite=ctx.overwrite)
         state = join(writer.root, _INPUT_STATE)
@@ -84,9 +84,13 @@ class DownloadStage(Stage):
 
         pending = [s for s in specs if not writer.is_committed(s["shard"])]
         done[0] = len(specs) - len(pending)
-        map_tasks(_task, pending, max_in_flight=cfg.processes_count, on_done=on_done,
-                  cfg=cfg.model_dump(mode="json"), out=ctx.output, storage_options=ctx.storage_options)
+        self.map(_task, pending, max_in_flight=cfg.processes_count, on_done=on_done,
+                 local=self.executor_setting() == "local", describe=lambda spec: f"input shard {spec['shard']}",
+                 cfg=cfg.model_dump(mode="json"), out=ctx.output, storage_options=ctx.storage_options,
+                 run_id=writer.run_id)
         ids = [s["shard"] for s in specs]
+        if any("tar" in s for s in specs):
+            _check_unique_uids(self, writer, ids)
         counts = status_counts(writer, ids)
         out = writer.commit(ids, stats={"status": dict(counts), **in_stats})
         stats = ctx.stats
@@ -103,7 +107,7 @@ class DownloadStage(Stage):
             return ds
         from curation.download.retry import retry_failed
 
-        return retry_failed(ctx.output, self.config, ctx.storage_options)  # type: ignore[arg-type]
+        return retry_failed(ctx.output, self.config, ctx.storage_options, map_fn=self.map)  # type: ignore[arg-type]
 
 
 def status_counts(writer: DatasetWriter, shard_ids: list[int]) -> Counter:
@@ -117,6 +121,20 @@ def status_counts(writer: DatasetWriter, shard_ids: list[int]) -> Counter:
         with writer.fs.open(join(writer.root, fmt.meta_file(writer.version, sid)), "rb") as f:
             counts.update(pq.read_table(f, columns=["status"]).column("status").to_pylist())
     return counts
+
+
+def _check_unique_uids(stage: Stage, writer: DatasetWriter, shard_ids: list[int]) -> None:
+    """Refuse a WebDataset ingest whose uids (taken from the shards' JSON) repeat across tars,
+    before the manifest makes the output a dataset."""
+    from curation.download.wds import duplicate_uids
+    from curation.io import format as fmt
+
+    files = [fmt.meta_file(writer.version, sid) for sid in shard_ids]
+    dups = stage.map(duplicate_uids, [writer.url], storage_options=writer.storage_options, meta_files=files)[0]
+    if dups:
+        shown = ", ".join(f"{u!r} ({n} times)" for u, n in dups)
+        raise InputError(f"{writer.url}: the input shards repeat uids across tars: {shown}; "
+                         "uids must be unique (fix the shards' .json uids, or drop them to derive uids)")
 
 
 def _task(spec, **kwargs):

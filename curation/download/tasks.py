@@ -9,9 +9,12 @@ from curation.download.worker import download_rows
 from curation.io.writer import DatasetWriter
 
 
-def attach_writer(url: str, storage_options: dict | None) -> DatasetWriter:
-    """A DatasetWriter for a task writing shards into a dataset the driver already claimed."""
-    return DatasetWriter.attach(url, storage_options)
+def attach_writer(url: str, storage_options: dict | None, run_id: str | None = None) -> DatasetWriter:
+    """A DatasetWriter for a task writing shards into a dataset the driver already claimed.
+
+    With the driver's ``run_id`` the task refuses to commit once that run lost its lease (a
+    partitioned node's retry cannot interleave with the run that took over the output)."""
+    return DatasetWriter.attach(url, storage_options, run_id=run_id)
 
 
 def shard_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -19,14 +22,14 @@ def shard_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def download_shard_task(spec: dict[str, Any], *, cfg: dict[str, Any], out: str,
-                        storage_options: dict | None) -> dict[str, Any]:
+                        storage_options: dict | None, run_id: str | None = None) -> dict[str, Any]:
     """Download one shard's records and commit ``shards/<id>.tar`` + its metadata.
 
     Idempotent: a shard committed by an earlier (possibly killed) attempt is skipped, so
     Ray retries and reruns cost time, never duplicate samples.
     """
     config = DownloadConfig.model_validate(cfg)
-    w = attach_writer(out, storage_options)
+    w = attach_writer(out, storage_options, run_id)
     sid = spec["shard"]
     if w.is_committed(sid):
         return {"shard": sid, "skipped": True}
@@ -35,7 +38,9 @@ def download_shard_task(spec: dict[str, Any], *, cfg: dict[str, Any], out: str,
 
         produced = ingest_rows(spec, config)
     else:
-        produced = download_rows(spec["rows"], config)
+        from curation.download.inputs import read_shard
+
+        produced = download_rows(read_shard(spec), config)  # reads only this shard's range
     with w.shard(sid) as sw:
         rows = [sw.add(row, image, config.encode_format) for row, image in produced]
     return {"shard": sid, "skipped": False, **shard_stats(rows)}

@@ -85,6 +85,18 @@ def clip_threshold(scores: Sequence[float | None], threshold: float) -> np.ndarr
     return ~np.isnan(s) & (s >= np.float32(threshold))
 
 
+def score_bounds(scores: Sequence[float | None], *, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """``low <= score <= high`` (either bound optional) for classifier scores such as
+    ``aesthetic_score`` or ``nsfw_score`` (the classify stage); unscored rows fail."""
+    s = _scores(scores)
+    ok = ~np.isnan(s)
+    if low is not None:
+        ok &= s >= np.float32(low)
+    if high is not None:
+        ok &= s <= np.float32(high)
+    return ok
+
+
 def top_fraction_threshold(scored: Sequence[float], fraction: float) -> float | None:
     """DataComp's threshold: the score at rank ``min(floor(N*f), N-1)`` of the descending
     sort of the N scored samples (None when N is 0: nothing passes)."""
@@ -119,7 +131,8 @@ def _scores(scores: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in scores], dtype=np.float32)
 
 
-def combine(n: int, masks: dict[str, np.ndarray], failed_status: Sequence[str | None]) -> tuple[list[bool], list[list[str]]]:
+def combine(n: int, masks: dict[str, np.ndarray],
+            failed_status: Sequence[str | None]) -> tuple[list[bool], list[list[str]]]:
     """``keep`` and ``reasons`` per row. A failed download (status not ``success``) is dropped
     with its status as the only reason; otherwise every failed rule is named, in order."""
     keep, reasons = [], []

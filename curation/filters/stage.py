@@ -15,11 +15,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from curation.config import StageConfig
+from curation.config import StageConfig, execution
 from curation.errors import ConfigError
 from curation.filters import rules as R
+from curation.filters.threshold import top_fraction_threshold
 from curation.io import Dataset
-from curation.runner.stage import Stage, StageContext
+from curation.stage import Shard, ShardResult, ShardStage, StageContext, StageStats
 
 RuleSet = Literal["datacomp_basic", "align"]
 
@@ -37,17 +38,21 @@ class FilterConfig(StageConfig):
         clip_top_fraction: keep the top ``f`` of scored samples, DataComp's global rule.
         align_max_shared: ALIGN drops alt-texts used by more than this many images.
         drop_duplicates: rows the dedup stage marked (``dedup_reason``) get ``dedup_<reason>``.
+        min_aesthetic: keep ``aesthetic_score >= x`` (the classify stage's LAION aesthetic head; 1-10).
+        max_nsfw: keep ``nsfw_score <= p`` (the classify stage's NSFW head, a probability).
         parallel: decide shards in Ray tasks (False: in this process).
     """
 
     where: str | None = None
     rules: list[RuleSet] = Field(default_factory=list)
     english: bool = True
-    clip_threshold: float | None = Field(None, ge=-1, le=1)
-    clip_top_fraction: float | None = Field(None, gt=0, le=1)
-    align_max_shared: int = Field(R.ALIGN_MAX_SHARED, ge=1)
+    clip_threshold: float | None = Field(default=None, ge=-1, le=1)
+    clip_top_fraction: float | None = Field(default=None, gt=0, le=1)
+    align_max_shared: int = Field(default=R.ALIGN_MAX_SHARED, ge=1)
     drop_duplicates: bool = True
-    parallel: bool = True
+    min_aesthetic: float | None = None
+    max_nsfw: float | None = Field(default=None, ge=0, le=1)
+    parallel: bool = execution(True)
 
 
 def effective_score_sql(columns: set[str]) -> str:
@@ -78,25 +83,36 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def dataset_inputs(ds: Dataset, cfg: FilterConfig) -> dict[str, Any]:
-    """The dataset-wide numbers the per-shard rules need, computed with DuckDB."""
-    from curation.io.query import QueryError, query
+def _local_map(fn, items, **kwargs) -> list:
+    return [fn(it, **kwargs) for it in items]
+
+
+def dataset_inputs(ds: Dataset, cfg: FilterConfig, map_fn=None) -> dict[str, Any]:
+    """The dataset-wide numbers the per-shard rules need.
+
+    The top-fraction threshold comes from histogram tasks over shards run by ``map_fn``
+    (in this process when None); SQL validation and ALIGN's shared alt-texts use DuckDB,
+    whose results (a count, the over-shared captions) are small.
+    """
+    from curation.io.query import QueryError, query, select
 
     cols = set(ds.columns)
     out: dict[str, Any] = {"threshold": None, "shared": frozenset(), "n_scored": None}
     if (cfg.clip_threshold is not None or cfg.clip_top_fraction is not None) and "clip_score" not in cols:
         raise ConfigError(f"{ds.url}: CLIP rules need clip_score; run `curate score` first")
+    for key, col in (("min_aesthetic", "aesthetic_score"), ("max_nsfw", "nsfw_score")):
+        if getattr(cfg, key) is not None and col not in cols:
+            raise ConfigError(f"{key}: {ds.url} has no {col}; run `curate classify --head {col[:-6]}=HEAD` first")
     if cfg.where:
         try:
-            query(ds, f"SELECT count(*) FROM samples WHERE ({cfg.where})")
+            select(ds, cfg.where, columns=["uid"], conditions=["false"])  # sandboxed: parses and binds, reads no row
         except QueryError as e:
             raise ConfigError(f"where: {e} (got {cfg.where!r})") from None
     if cfg.clip_top_fraction is not None:
-        score = effective_score_sql(cols)
-        scored = query(ds, f"SELECT {score} AS clip_score FROM samples WHERE status = 'success' "
-                           f"AND ({score}) IS NOT NULL")
-        out["n_scored"] = scored.num_rows
-        out["threshold"] = R.top_fraction_threshold(scored.column("clip_score").to_numpy(), cfg.clip_top_fraction)
+        # exact, from the distributed column: no process holds every score (filters.threshold)
+        out["threshold"], out["n_scored"] = top_fraction_threshold(
+            ds, cfg.clip_top_fraction, synthetic=effective_score_sql(cols) != "clip_score",
+            map_fn=map_fn or _local_map)
     if "align" in cfg.rules:
         t = query(ds, "SELECT caption FROM samples WHERE status = 'success' AND caption IS NOT NULL "
                       f"GROUP BY caption HAVING count(*) > {int(cfg.align_max_shared)}")
@@ -104,21 +120,14 @@ def dataset_inputs(ds: Dataset, cfg: FilterConfig) -> dict[str, Any]:
     return out
 
 
-def decide_shard(sid: int, *, url: str, storage_options: dict, version: int, cfg: dict,
-                 inputs: dict[str, Any]) -> pa.Table:
-    """One shard's metadata with ``keep`` and ``reasons`` (replacing earlier ones)."""
-    c = FilterConfig.model_validate(cfg)
-    ds = Dataset(url, storage_options, version=version)
-    meta = ds.read_meta(sid)
+def decide(ds: Dataset, sid: int, meta: pa.Table, c: FilterConfig, inputs: dict[str, Any]) -> tuple[list, list]:
+    """One shard's ``keep`` (bool per row) and ``reasons`` (list of failed rules per row)."""
     masks = shard_masks(ds, sid, meta, c, inputs)
     status = meta.column("status").to_pylist()
     offsets = meta.column("tar_offset").to_pylist()
     failed = [None if (st == "success" and off is not None) else (st if st != "success" else "no_image")
               for st, off in zip(status, offsets)]
-    keep, reasons = R.combine(meta.num_rows, masks, failed)
-    base = meta.drop_columns([n for n in ("keep", "reasons") if n in meta.column_names])
-    return (base.append_column("keep", pa.array(keep, type=pa.bool_()))
-            .append_column("reasons", pa.array(reasons, type=pa.list_(pa.string()))))
+    return R.combine(meta.num_rows, masks, failed)
 
 
 def shard_masks(ds: Dataset, sid: int, meta: pa.Table, c: FilterConfig, inputs: dict) -> dict[str, np.ndarray]:
@@ -140,6 +149,10 @@ def shard_masks(ds: Dataset, sid: int, meta: pa.Table, c: FilterConfig, inputs: 
         masks["clip_threshold"] = R.clip_threshold(scores, c.clip_threshold)
     if c.clip_top_fraction is not None:
         masks["clip_top_fraction"] = R.top_fraction(scores, inputs["threshold"])
+    if c.min_aesthetic is not None:
+        masks["min_aesthetic"] = R.score_bounds(col("aesthetic_score"), low=c.min_aesthetic)
+    if c.max_nsfw is not None:
+        masks["max_nsfw"] = R.score_bounds(col("nsfw_score"), high=c.max_nsfw)
     if c.where:
         masks["where"] = _where_mask(ds, sid, meta, c.where)
     return masks
@@ -150,52 +163,37 @@ def _where_mask(ds: Dataset, sid: int, meta: pa.Table, predicate: str) -> np.nda
 
     Evaluated against the whole-dataset ``samples`` view, so subqueries see every shard.
     """
-    from curation.io.query import query
+    from curation.io.query import select
 
-    t = query(ds, f"SELECT uid FROM samples WHERE shard = {int(sid)} AND ({predicate})")
+    t = select(ds, predicate, columns=["uid"], conditions=[f"shard = {int(sid)}"])  # sandboxed predicate
     passing = set(t.column("uid").to_pylist())
     return np.array([u in passing for u in meta.column("uid").to_pylist()], dtype=bool)
 
 
-class FilterStage(Stage):
+class FilterStage(ShardStage):
     """Decide ``keep``/``reasons`` for every row; see the module docstring."""
 
     name = "filter"
     Config = FilterConfig
 
-    def run(self, ds: Dataset | None, ctx: StageContext) -> Dataset:
-        cfg: FilterConfig = self.config
-        inputs = dataset_inputs(ds, cfg)  # validates SQL and columns before anything is written
-        semantic = cfg.model_dump(mode="json", exclude={"parallel"})
-        vw = ds.new_version(self.name, semantic)
-        pending = vw.pending_shards()
-        total = len(ds.shard_ids)
-        done = total_done = total - len(pending)
-        stats = ctx.stats
-        kwargs = {"url": ds.url, "storage_options": ds.storage_options, "version": ds.version,
-                  "cfg": cfg.model_dump(mode="json"), "inputs": inputs}
+    def executor_setting(self):
+        return "local" if not self.config.parallel else super().executor_setting()  # type: ignore[attr-defined]
 
-        def commit(i: int, table: pa.Table) -> None:
-            nonlocal done
-            vw.write_meta(pending[i], table)
-            done += 1
-            if stats is not None:
-                stats.samples_in += table.num_rows
-                keep = table.column("keep").to_pylist()
-                stats.samples_out += sum(keep)
-                for k, rs in zip(keep, table.column("reasons").to_pylist()):
-                    for r in rs or []:
-                        stats.dropped[r] += 1
-            ctx.progress(done, total, table.num_rows)
+    def plan(self, ds: Dataset, ctx: StageContext) -> dict[str, Any]:
+        # validates SQL and columns before anything is written; histograms run through Stage.map
+        return dataset_inputs(ds, self.config, self.map)  # type: ignore[arg-type]
 
-        if cfg.parallel and len(pending) > 1:
-            from curation.runner.ray_utils import map_tasks
+    def process_shard(self, state: Any, shard: Shard, plan: dict[str, Any]) -> ShardResult:
+        keep, reasons = decide(shard.dataset, shard.id, shard.meta, self.config, plan)  # type: ignore[arg-type]
+        dropped: dict[str, int] = {}
+        for rs in reasons:
+            for r in rs or []:
+                dropped[r] = dropped.get(r, 0) + 1
+        return ShardResult(columns={"keep": pa.array(keep, type=pa.bool_()),
+                                    "reasons": pa.array(reasons, type=pa.list_(pa.string()))},
+                           stats={"samples_out": int(sum(keep)), "dropped": dropped})
 
-            map_tasks(decide_shard, pending, on_done=commit, **kwargs)
-        else:
-            for i, sid in enumerate(pending):
-                commit(i, decide_shard(sid, **kwargs))
-        if stats is not None:
-            stats.extra["filter"] = {"top_fraction_threshold": inputs["threshold"], "n_scored": inputs["n_scored"],
-                                     "shared_alt_texts": len(inputs["shared"]), "resumed_shards": total_done}
-        return vw.commit(stats=stats.to_dict() if stats else {})
+    def finish(self, ds: Dataset, plan: dict[str, Any], stats: StageStats) -> None:
+        stats.extra["filter"] = {"top_fraction_threshold": plan["threshold"], "n_scored": plan["n_scored"],
+                                 "shared_alt_texts": len(plan["shared"]),
+                                 "resumed_shards": stats.extra.get("resumed_shards", 0)}

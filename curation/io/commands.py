@@ -1,4 +1,4 @@
-"""CLI commands over datasets: query, inspect, validate, reshard."""
+"""CLI commands over datasets: query, inspect, validate (``curate reshard`` lives in ``curation/reshard``)."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,13 @@ from curation.io.dataset import Dataset
 console = Console()
 
 
-def _opts(endpoint: Optional[str]) -> dict:
-    return {"endpoint_url": endpoint} if endpoint else {}
+STORAGE_HELP = "fsspec storage option for the dataset URL, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable)"
+
+
+def _opts(endpoint: Optional[str], items: Optional[list[str]] = None) -> dict:
+    from curation.cli_config import storage_options_from
+
+    return storage_options_from(items, endpoint)
 
 
 def print_table(table, limit: int = 50, title: str | None = None) -> None:
@@ -42,29 +47,38 @@ def query(dataset: str = typer.Argument(..., help="dataset root (path or fsspec 
           format: str = typer.Option("table", "--format", help="table, csv, json or parquet"),
           out: Optional[str] = typer.Option(None, "--out", help="write the result to this file"),
           limit: int = typer.Option(50, help="rows shown in table format"),
-          endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint for s3:// datasets")) -> None:
-    """Query a dataset's metadata with DuckDB."""
-    from curation.io.query import QueryError, query as run_query, write_result
+          endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint for s3:// datasets"),
+          storage_option: Optional[list[str]] = typer.Option(None, "--storage-option", metavar="KEY=VALUE",
+                                                             help=STORAGE_HELP)) -> None:
+    """Query a dataset's metadata with DuckDB.
 
-    result = run_query(Dataset(dataset, _opts(endpoint_url)), sql)
+    Runs your SQL with full DuckDB access (files, extensions); predicates from configs,
+    pipelines and loaders (``--where``) run sandboxed.
+    """
+    from curation.io.query import QueryError, write_result
+    from curation.io.query import query as run_query
+
+    result = run_query(Dataset(dataset, _opts(endpoint_url, storage_option)), sql)
     if format == "table" and not out:
         print_table(result, limit)
         return
-    if format == "table":
-        format = out.rsplit(".", 1)[-1] if "." in out else "csv"
     if not out:
         raise QueryError(f"--format {format} needs --out FILE")
+    if format == "table":
+        format = out.rsplit(".", 1)[-1] if "." in out else "csv"
     write_result(result, out, format)
     console.print(f"wrote {result.num_rows} rows to {out}")
 
 
 def inspect(dataset: str = typer.Argument(..., help="dataset root"),
             endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint for s3:// datasets"),
+            storage_option: Optional[list[str]] = typer.Option(None, "--storage-option", metavar="KEY=VALUE",
+                                                               help=STORAGE_HELP),
             as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Counts, columns, versions, size and per-stage stats of a dataset."""
     from curation.io.inspect import describe
 
-    info = describe(Dataset(dataset, _opts(endpoint_url)))
+    info = describe(Dataset(dataset, _opts(endpoint_url, storage_option)))
     if as_json:
         print(json.dumps(info, indent=1, default=str))
         return
@@ -84,24 +98,12 @@ def inspect(dataset: str = typer.Argument(..., help="dataset root"),
 
 
 def validate(dataset: str = typer.Argument(..., help="dataset root"),
-             endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint for s3:// datasets")) -> None:
+             endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint for s3:// datasets"),
+             storage_option: Optional[list[str]] = typer.Option(None, "--storage-option", metavar="KEY=VALUE",
+                                                                help=STORAGE_HELP)) -> None:
     """Check the manifest against the files, members against rows, offsets and hashes."""
     from curation.io.validate import validate as run
 
-    totals = run(Dataset(dataset, _opts(endpoint_url)))
+    totals = run(Dataset(dataset, _opts(endpoint_url, storage_option)))
     console.print(f"valid: {totals['samples']} samples, {totals['images']} images in {totals['shards']} shards")
 
-
-def reshard(dataset: str = typer.Argument(..., help="input dataset"),
-            out: str = typer.Option(..., "--out", help="output dataset root"),
-            samples_per_shard: int = typer.Option(10_000, help="samples per output shard"),
-            where: Optional[str] = typer.Option(None, help="DuckDB predicate (default: keep AND dedup_reason IS NULL)"),
-            endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint")) -> None:
-    """Write the kept samples into a new compact dataset."""
-    from curation.io.reshard import ReshardConfig, ReshardStage
-    from curation.runner.stage import StageContext
-
-    cfg = ReshardConfig.parse({"samples_per_shard": samples_per_shard, "where": where, "output": out}, "reshard")
-    ds = Dataset(dataset, _opts(endpoint_url))
-    res = ReshardStage(cfg)(ds, StageContext(output=out, storage_options=_opts(endpoint_url)))
-    console.print(f"wrote {res.num_samples} samples in {len(res.shard_ids)} shards to {out}")

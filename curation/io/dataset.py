@@ -47,7 +47,8 @@ class Dataset:
         try:
             raw = self.fs.cat_file(path)
         except FileNotFoundError:
-            raise DatasetError(f"{self.manifest_url}: no manifest (not a dataset, or its writer never committed)") from None
+            raise DatasetError(f"{self.manifest_url}: no manifest (not a dataset, "
+                               "or its writer never committed)") from None
         except IsADirectoryError:
             raise DatasetError(f"{self.manifest_url}: is a directory, expected a JSON file") from None
         try:
@@ -115,7 +116,11 @@ class Dataset:
         return [self.full_url(fmt.meta_file(version or self.version, i)) for i in self.shard_ids]
 
     def tar_path(self, shard_id: int) -> str:
-        return join(self.root, fmt.shard_tar(shard_id))
+        """Path of the tar the manifest lists for ``shard_id`` (``--retry-failed`` switches it)."""
+        tars = self.__dict__.get("_tars")
+        if tars is None:
+            tars = self.__dict__["_tars"] = {s["id"]: s["tar"] for s in self.manifest["shards"]}
+        return join(self.root, tars.get(shard_id) or fmt.shard_tar(shard_id))
 
     # -- metadata -------------------------------------------------------------------
     def read_meta(self, shard_id: int | None = None, *, columns: list[str] | None = None,
@@ -142,9 +147,20 @@ class Dataset:
         return [self.full_url(fmt.emb_file(emb["version"], i)) for i in self.shard_ids] if emb else []
 
     def _read_parquet(self, path: str, columns: list[str] | None) -> pa.Table:
+        """One Parquet file; requested ``columns`` a shard lacks (e.g. every row of it failed
+        before a column was ever set) come back as nulls, as a whole-table read promotes them."""
         try:
             with self.fs.open(path, "rb") as f:
-                return pq.read_table(f, columns=columns)
+                if columns is None:
+                    return pq.read_table(f)
+                pf = pq.ParquetFile(f)
+                names = set(pf.schema_arrow.names)
+                t = pf.read(columns=[c for c in columns if c in names])
+                types = fmt.column_types()
+                for c in columns:
+                    if c not in names:
+                        t = t.append_column(c, pa.nulls(t.num_rows, type=types.get(c, pa.null())))
+                return t.select(columns)
         except FileNotFoundError:
             raise DatasetError(f"{path}: listed by the manifest but missing") from None
         except (pa.ArrowInvalid, OSError) as e:
@@ -198,21 +214,16 @@ class Dataset:
             for group in self.iter_tar(sid):
                 row = by_key.get(group["key"])
                 if row is None:
-                    raise DatasetError(f"{self.full_url(fmt.shard_tar(sid))}: member {group['key']!r} has no metadata row")
+                    raise DatasetError(f"{self.full_url(fmt.shard_tar(sid))}: member {group['key']!r} "
+                                       "has no metadata row")
                 ext = next((e for e in fmt.IMAGE_EXTS if e in group), None)
                 if ext is None:
                     continue
                 yield {**row, "image": group[ext], "image_ext": ext}
 
-    # -- new versions ---------------------------------------------------------------
-    def new_version(self, stage: str, config: dict[str, Any] | None = None):
-        """Start (or resume) metadata version N+1 written by ``stage`` with ``config``."""
-        from curation.io.writer import VersionWriter
-
-        return VersionWriter(self, stage, config or {})
-
     def __repr__(self) -> str:
-        return f"Dataset({self.url!r}, version={self.version}, shards={len(self.shard_ids)}, samples={self.num_samples})"
+        return (f"Dataset({self.url!r}, version={self.version}, shards={len(self.shard_ids)}, "
+                f"samples={self.num_samples})")
 
 
 def iter_tar_groups(fileobj, where: str) -> Iterator[dict[str, Any]]:
@@ -224,7 +235,9 @@ def iter_tar_groups(fileobj, where: str) -> Iterator[dict[str, Any]]:
                 if not member.isfile():
                     raise DatasetError(f"{where}: member {member.name!r} is not a regular file")
                 key, ext = fmt.validate_member_name(member.name, where)
-                data = tf.extractfile(member).read()
+                f = tf.extractfile(member)
+                assert f is not None  # isfile() above: a regular member always extracts
+                data = f.read()
                 if len(data) != member.size:
                     raise DatasetError(f"{where}: member {member.name!r} is truncated")
                 if current is not None and current["key"] != key:

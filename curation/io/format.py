@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 import json
 import re
@@ -40,8 +41,24 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads((schemas_dir() / f"{name}.schema.json").read_text())
 
 
-def shard_tar(shard_id: int) -> str:
-    return f"shards/{shard_id:06d}.tar"
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with seconds (manifests, histories, run records)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def shard_tar(shard_id: int, version: int | None = None) -> str:
+    """``shards/NNNNNN.tar``; ``version`` names a tar that version N extended (``NNNNNN.vN.tar``,
+    written by ``--retry-failed``; the manifest says which tar a shard uses)."""
+    return f"shards/{shard_id:06d}.tar" if version is None else f"shards/{shard_id:06d}.v{version}.tar"
+
+
+_SHARD_TAR_RE = re.compile(r"shards/([0-9]{6})(?:\.v([0-9]+))?\.tar")
+
+
+def parse_shard_tar(name: str) -> tuple[int, int | None] | None:
+    """``(shard id, version or None)`` of a shard tar name, or None if it is not one."""
+    m = _SHARD_TAR_RE.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2)) if m.group(2) else None) if m else None
 
 
 def meta_file(version: int, shard_id: int) -> str:
@@ -58,14 +75,14 @@ def validate_key(key: str) -> str:
     This rules out ``/``, ``..``, leading dots and extra dots (webdataset groups members
     by the text before the first dot).
     """
-    if not isinstance(key, str) or not _KEY_RE.match(key):
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
         raise DatasetError(f"invalid sample key {key!r}: use letters, digits, '_' and '-' only")
     return key
 
 
 def validate_member_name(name: str, where: str = "") -> tuple[str, str]:
     """Split a tar member name into (key, ext); reject path tricks and unknown types."""
-    if "/" in name or name.startswith(".") or ".." in name or not _MEMBER_RE.match(name):
+    if "/" in name or name.startswith(".") or ".." in name or not _MEMBER_RE.fullmatch(name):
         loc = f" in {where}" if where else ""
         raise DatasetError(f"unsafe or unsupported tar member name {name!r}{loc}")
     key, ext = name.split(".", 1)
@@ -79,6 +96,7 @@ _ARROW = {
     "float32": pa.float32(),
     "bool": pa.bool_(),
     "list<string>": pa.list_(pa.string()),
+    "list<list<float32>>": pa.list_(pa.list_(pa.float32())),
 }
 
 
@@ -120,6 +138,7 @@ def conform_table(table: pa.Table, where: str) -> pa.Table:
 def validate_rows(rows: list[dict[str, Any]], where: str) -> None:
     """Validate metadata rows against ``sample.schema.json`` (used by tests and ``validate``)."""
     import jsonschema
+    import jsonschema.exceptions
 
     validator = jsonschema.Draft202012Validator(load_schema("sample"))
     for i, row in enumerate(rows):
@@ -131,6 +150,7 @@ def validate_rows(rows: list[dict[str, Any]], where: str) -> None:
 
 def validate_manifest_dict(data: dict[str, Any], where: str) -> None:
     import jsonschema
+    import jsonschema.exceptions
 
     validator = jsonschema.Draft202012Validator(load_schema("manifest"))
     err = jsonschema.exceptions.best_match(validator.iter_errors(data))

@@ -40,7 +40,8 @@ def validate(ds: Dataset | str, *, storage_options: dict | None = None, check_im
             raise DatasetError(f"{where}: {meta.num_rows} rows, manifest says {info['num_samples']}")
         fmt.conform_table(meta, where)
         rows = meta.to_pylist()
-        fmt.validate_rows([{k: v for k, v in r.items() if v is not None or k in fmt.required_columns()} for r in rows], where)
+        required = fmt.required_columns()
+        fmt.validate_rows([{k: v for k, v in r.items() if v is not None or k in required} for r in rows], where)
         for r in rows:
             if r["uid"] in seen:
                 raise DatasetError(f"{where}: duplicate uid {r['uid']!r}")

@@ -1,7 +1,8 @@
 """The numbers behind the report: why each sample was removed, the funnel, duplicate
 groups, and the forgetting matrix of a continual run.
 
-Every sample gets exactly one *category*, so the funnel adds up to the input count.
+Every sample gets exactly one *category* (computed in DuckDB by
+:class:`curation.report.meta.MetaView`), so the funnel adds up to the input count.
 Precedence follows the pipeline order: a failed download (``status != success``) is
 reported as such even if later stages also flagged it; then deduplication (``dup_of``
 or ``dedup_reason`` set); then the filter (``keep`` false, or any failed rule in
@@ -12,41 +13,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
+
+from curation.report.meta import MetaView
 
 KEPT = "kept"
 STAGE_ORDER = ("download", "dedup", "filter")
 _THRESHOLD_RE = re.compile(r"^\s*clip_score\s*<=?\s*(-?[0-9]*\.?[0-9]+)\s*$")
 
 
-def _col(meta: pa.Table, name: str) -> list[Any] | None:
-    return meta.column(name).to_pylist() if name in meta.column_names else None
-
-
-def categories(meta: pa.Table) -> list[str]:
-    """One removal category per row: ``kept``, ``download:<status>``, ``dedup:<kind>``
-    or ``filter:<first failed rule>`` (see the module docstring for precedence)."""
-    n = meta.num_rows
-    status = _col(meta, "status") or ["success"] * n
-    dup_of = _col(meta, "dup_of") or [None] * n
-    dedup_reason = _col(meta, "dedup_reason") or [None] * n
-    keep = _col(meta, "keep") or [None] * n
-    reasons = _col(meta, "reasons") or [None] * n
-    out = []
-    for st, dup, dr, kp, rs in zip(status, dup_of, dedup_reason, keep, reasons):
-        if st != "success":
-            out.append(f"download:{st or 'unknown'}")
-        elif dup is not None or dr is not None:
-            out.append(f"dedup:{dr or 'duplicate'}")
-        elif rs:
-            out.append(f"filter:{rs[0]}")
-        elif kp is False:
-            out.append("filter:unspecified")
-        else:
-            out.append(KEPT)
-    return out
+def success_sql(view: MetaView) -> str:
+    """SQL that holds for successfully downloaded rows (all rows when there is no status)."""
+    return f"{view.col('status')} = 'success'" if view.has("status") else "true"
 
 
 def stage_of(category: str) -> str:
@@ -78,31 +57,26 @@ class Funnel:
         return self.steps[-1][1] if self.steps else self.total
 
 
-def funnel(cats: list[str]) -> Funnel:
-    """Build the funnel from per-row categories."""
-    counts = Counter(cats)
-    per_stage = Counter()
+def funnel(counts: Counter) -> Funnel:
+    """Build the funnel from samples per category (:meth:`MetaView.category_counts`)."""
+    per_stage: Counter = Counter()
     for c, n in counts.items():
         per_stage[stage_of(c)] += n
-    remaining = len(cats)
+    total = sum(counts.values())
+    remaining = total
     steps = [("input", remaining)]
     for stage, name in zip(STAGE_ORDER, ("downloaded", "unique", "kept")):
         remaining -= per_stage.get(stage, 0)
         steps.append((name, remaining))
-    removed = [(c, n) for c, n in counts.items() if c != KEPT]
+    removed = [(c, n) for c, n in counts.items() if c != KEPT and n]
     removed.sort(key=lambda cn: (STAGE_ORDER.index(stage_of(cn[0])), -cn[1], cn[0]))
-    return Funnel(total=len(cats), steps=steps, by_reason=removed)
+    return Funnel(total=total, steps=steps, by_reason=removed)
 
 
-def rule_counts(meta: pa.Table) -> list[tuple[str, int]]:
+def rule_counts(view: MetaView) -> list[tuple[str, int]]:
     """How often each filter rule failed, over all successfully downloaded rows
     (a sample failing two rules counts for both, unlike the funnel)."""
-    reasons = _col(meta, "reasons")
-    if reasons is None:
-        return []
-    status = _col(meta, "status") or ["success"] * meta.num_rows
-    c = Counter(r for st, rs in zip(status, reasons) if st == "success" and rs for r in rs)
-    return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
+    return view.list_counts("reasons", where=success_sql(view))
 
 
 def clip_threshold(rules: list[str]) -> float | None:
@@ -112,21 +86,6 @@ def clip_threshold(rules: list[str]) -> float | None:
         if m:
             return float(m.group(1))
     return None
-
-
-def dup_groups(meta: pa.Table, max_groups: int) -> list[tuple[int, list[int]]]:
-    """Duplicate groups as ``(row of the kept sample, [rows of its duplicates])``,
-    largest groups first. Groups whose kept sample is not in the table are skipped."""
-    dup_of = _col(meta, "dup_of")
-    if dup_of is None:
-        return []
-    uid_row = {u: i for i, u in enumerate(meta.column("uid").to_pylist())}
-    groups: dict[int, list[int]] = {}
-    for i, d in enumerate(dup_of):
-        if d is not None and d in uid_row:
-            groups.setdefault(uid_row[d], []).append(i)
-    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    return ordered[:max_groups]
 
 
 @dataclass
@@ -180,11 +139,11 @@ def forgetting(metrics: pa.Table, metric: str) -> Forgetting:
         # A slice cannot be forgotten before it was learnt: when the eval slice is also a
         # train slice, only steps from its own training on count (the last one has none).
         start = ti.get(e, 0)
-        earlier = [matrix[i][j] for i in range(start, len(train) - 1) if matrix[i][j] is not None]
+        earlier = [v for i in range(start, len(train) - 1) if (v := matrix[i][j]) is not None]
         forg.append(max(earlier) - final if earlier and final is not None else None)
     bwt = None
-    diffs = [matrix[-1][ei[t]] - matrix[i][ei[t]] for i, t in enumerate(train[:-1])
-             if t in ei and matrix[-1][ei[t]] is not None and matrix[i][ei[t]] is not None]
+    diffs = [last - prev for i, t in enumerate(train[:-1])
+             if t in ei and (last := matrix[-1][ei[t]]) is not None and (prev := matrix[i][ei[t]]) is not None]
     if diffs:
         bwt = sum(diffs) / len(diffs)
     return Forgetting(metric=metric, train=train, evals=evals, matrix=matrix, forgetting=forg, bwt=bwt)

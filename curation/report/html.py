@@ -7,7 +7,7 @@ nothing from anywhere and a hostile alt-text cannot inject markup.
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 CSS = """
 :root{--bg:#f5f7fa;--card:#fff;--ink:#1f2933;--muted:#5b6571;--line:#e3e8ee;--accent:#3b6fd4;
@@ -91,7 +91,7 @@ def absent(reason: str) -> str:
     return f'<p class="absent">{esc(reason)}</p>'
 
 
-def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | None = None,
+def table(headers: list[str], rows: Iterable[Sequence[Any]], numeric: set[int] | None = None,
           raw: set[int] | None = None) -> str:
     """An HTML table; columns in ``numeric`` are right-aligned and number-formatted,
     columns in ``raw`` are trusted HTML (already escaped by the caller)."""

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 from curation.errors import CurationError
 from curation.io import Dataset
 from curation.io.fs import get_fs, join
+from curation.report.meta import MetaView
+from curation.secrets import redact
 
 # Only the columns the report uses are read: a metadata table may carry many more.
 META_COLUMNS = ("uid", "key", "shard", "tar_offset", "tar_size", "url", "caption", "status", "error",
@@ -37,7 +39,8 @@ class ReportInputs:
     Attributes:
         source: the URL the user gave.
         dataset: the dataset whose samples are shown.
-        meta: its current metadata (only :data:`META_COLUMNS` that exist).
+        view: its current metadata as a DuckDB view (only :data:`META_COLUMNS` that exist):
+            aggregates and seeded samples, never the whole table in memory.
         run: the parsed ``run.json`` or None for a bare dataset.
         stages: per-stage records ``{"name", "version", "config_hash", "stats"}``.
         curated: the resharded output dataset, if the run has one.
@@ -46,7 +49,7 @@ class ReportInputs:
 
     source: str
     dataset: Dataset
-    meta: pa.Table
+    view: MetaView
     run: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
     curated: Dataset | None = None
@@ -66,14 +69,14 @@ def load_inputs(source: str) -> ReportInputs:
         return _load_run(source.rstrip("/"), fs, root)
     if fs.exists(join(root, "manifest.json")):
         ds = Dataset(source)
-        return ReportInputs(source=source, dataset=ds, meta=read_meta(ds), stages=history_stages(ds))
+        return ReportInputs(source=source, dataset=ds, view=read_meta(ds), stages=history_stages(ds))
     raise ReportError(f"{source}: neither a dataset (no manifest.json) nor a run folder (no run.json)")
 
 
 def _load_run(source: str, fs, root: str) -> ReportInputs:
     where = join(source, "run.json")
     try:
-        run = json.loads(fs.cat_file(join(root, "run.json")))
+        run = redact(json.loads(fs.cat_file(join(root, "run.json"))))  # older records may hold secrets
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportError(f"{where}: malformed JSON ({e})") from None
     if not isinstance(run, dict):
@@ -92,20 +95,19 @@ def _load_run(source: str, fs, root: str) -> ReportInputs:
     metrics_path = join(root, "train", "metrics.parquet")
     metrics = read_metrics(fs, metrics_path, join(source, "train", "metrics.parquet")) \
         if fs.exists(metrics_path) else None
-    return ReportInputs(source=source, dataset=ds, meta=read_meta(ds), run=run, stages=stages,
+    return ReportInputs(source=source, dataset=ds, view=read_meta(ds), run=run, stages=stages,
                         curated=curated, metrics=metrics)
 
 
-def read_meta(ds: Dataset) -> pa.Table:
-    """The dataset's current metadata, restricted to the columns the report uses."""
-    cols = [c for c in META_COLUMNS if c in ds.columns]
-    return ds.read_meta(columns=cols)
+def read_meta(ds: Dataset) -> MetaView:
+    """The dataset's current metadata as a :class:`MetaView` of the columns the report uses."""
+    return MetaView.of_dataset(ds, META_COLUMNS)
 
 
 def history_stages(ds: Dataset) -> list[dict[str, Any]]:
     """Stage records from the manifest history (oldest first), shaped like ``run.json``'s."""
     return [{"name": h.get("stage"), "version": h.get("version"), "config_hash": h.get("config_hash"),
-             "config": h.get("config") or {}, "stats": h.get("stats") or {}} for h in ds.history]
+             "config": redact(h.get("config") or {}), "stats": h.get("stats") or {}} for h in ds.history]
 
 
 def read_metrics(fs, path: str, where: str) -> pa.Table:

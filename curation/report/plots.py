@@ -9,15 +9,19 @@ from __future__ import annotations
 import base64
 import io
 import math
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.figure import Figure
 
 from curation.report.analysis import Forgetting, Funnel, label_of, stage_of
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 STAGE_COLORS = {"download": "#d9822b", "dedup": "#8f5fbf", "filter": "#d64545", "kept": "#2f9e6f"}
 KEPT_COLOR, REMOVED_COLOR, ACCENT = "#2f9e6f", "#d64545", "#3b6fd4"
-_RC = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9,
+_RC: dict[RcKeyType, Any] = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9,
        "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#9aa3ad",
        "axes.labelcolor": "#39424e", "xtick.color": "#5b6571", "ytick.color": "#5b6571"}
 

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from curation.errors import DatasetError
 from curation.io import Dataset
+from curation.io.images import open_image
 
 THUMB_PX = 160
 # A report must not be the thing that decodes a decompression bomb at full size.
@@ -27,9 +28,7 @@ def thumbnail_uri(data: bytes, size: int = THUMB_PX) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > _MAX_PIXELS:
-                return None
+            img = open_image(data, max_pixels=_MAX_PIXELS)  # ImageError (a ValueError) -> None
             img.draft("RGB", (size, size))
             img.thumbnail((size, size))
             has_alpha = img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info)

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from curation.io.query import quote_ident
 from curation.report.analysis import KEPT, stage_of
 from curation.report.load import ReportError
+from curation.report.meta import MetaView
 
 NOISE_COLUMNS = ("noise", "noise_kinds", "noise_kind", "kinds", "labels")
 CLEAN = "clean"
@@ -76,21 +78,25 @@ def _kinds(value) -> frozenset[str]:
                      and str(k).strip().lower() not in ("clean", "none"))
 
 
-def _pick_key(truth: pa.Table, meta: pa.Table, where: str) -> str:
+def _pick_key(truth_cols: list[str], view: MetaView, where: str) -> str:
     best, best_n = None, 0
     for key in ("uid", "url"):
-        if key in truth.column_names and key in meta.column_names:
-            n = len(set(truth.column(key).to_pylist()) & set(meta.column(key).to_pylist()))
+        if key in truth_cols and view.has(key):
+            n = int(view.scalar(f"SELECT count(*) FROM (SELECT DISTINCT {key} FROM truth) t "
+                                f"JOIN (SELECT DISTINCT {key} FROM m) d USING ({key})") or 0)
             if n > best_n:
                 best, best_n = key, n
     if best is None:
         raise ReportError(f"{where}: no 'uid' or 'url' values in common with the dataset "
-                          f"(truth columns: {', '.join(truth.column_names)})")
+                          f"(truth columns: {', '.join(truth_cols)})")
     return best
 
 
-def compare(truth: pa.Table, meta: pa.Table, cats: list[str], where: str) -> TruthReport:
-    """Compare per-row removal categories with the truth table.
+def compare(truth: pa.Table, view: MetaView, where: str) -> TruthReport:
+    """Compare each sample's removal category with the truth table, joined in DuckDB.
+
+    Only ``(category, noise value, count)`` groups come back from the join, so the cost on
+    the report's side is the number of distinct combinations, not the number of rows.
 
     Raises:
         ReportError: the truth table has no noise column or no join key in common.
@@ -99,24 +105,41 @@ def compare(truth: pa.Table, meta: pa.Table, cats: list[str], where: str) -> Tru
     if noise_col is None:
         raise ReportError(f"{where}: no noise column (expected one of {', '.join(NOISE_COLUMNS)}; "
                           f"has {', '.join(truth.column_names)})")
-    key = _pick_key(truth, meta, where)
-    by_key = {k: _kinds(v) for k, v in zip(truth.column(key).to_pylist(), truth.column(noise_col).to_pylist())}
-    pairs = [(c, by_key[k]) for c, k in zip(cats, meta.column(key).to_pylist()) if k in by_key]
-    kind_total = Counter(k for _, ks in pairs for k in ks)
-    kind_removed = Counter(k for c, ks in pairs if c != KEPT for k in ks)
+    view.con.register("truth", truth)
+    try:
+        key = _pick_key(truth.column_names, view, where)
+        # one truth row per key (the first), as a dict lookup would keep the last: keys are unique in practice
+        groups = view.rows(f"SELECT d.category AS cat, t.noise AS noise, count(*) AS n FROM m d "
+                           f"JOIN (SELECT {key}, any_value({quote_ident(noise_col)}) AS noise FROM truth "
+                           f"GROUP BY {key}) t USING ({key}) GROUP BY ALL")
+        total = view.count()
+    finally:
+        view.con.unregister("truth")
+    pairs = [(g["cat"], _kinds(g["noise"]), int(g["n"])) for g in groups]
+    kind_total: Counter = Counter()
+    kind_removed: Counter = Counter()
+    for c, ks, n in pairs:
+        for k in ks:
+            kind_total[k] += n
+            if c != KEPT:
+                kind_removed[k] += n
     rows = []
-    for cat in sorted({c for c, _ in pairs if c != KEPT},
+    for cat in sorted({c for c, _, _ in pairs if c != KEPT},
                       key=lambda c: (("download", "dedup", "filter").index(stage_of(c)), c)):
-        mine = [ks for c, ks in pairs if c == cat]
-        target = set(_match_kinds(cat, list(kind_total), Counter(k for ks in mine for k in ks)))
-        hits = sum(1 for ks in mine if ks & target)
-        total = sum(1 for _, ks in pairs if ks & target)
-        rows.append(TruthRow(cat, len(mine), tuple(sorted(target)), total, hits))
-    clean_total = sum(1 for _, ks in pairs if not ks)
+        mine = [(ks, n) for c, ks, n in pairs if c == cat]
+        among: Counter = Counter()
+        for ks, n in mine:
+            for k in ks:
+                among[k] += n
+        target = set(_match_kinds(cat, list(kind_total), among))
+        hits = sum(n for ks, n in mine if ks & target)
+        truth_total = sum(n for _, ks, n in pairs if ks & target)
+        rows.append(TruthRow(cat, sum(n for _, n in mine), tuple(sorted(target)), truth_total, hits))
+    matched = sum(n for _, _, n in pairs)
+    clean_total = sum(n for _, ks, n in pairs if not ks)
     kinds = [(k, kind_total[k], kind_removed[k]) for k in sorted(kind_total)]
-    kinds.append((CLEAN, clean_total, sum(1 for c, ks in pairs if not ks and c != KEPT)))
-    return TruthReport(key=key, matched=len(pairs), unmatched=len(cats) - len(pairs), rows=rows,
-                       kind_recall=kinds)
+    kinds.append((CLEAN, clean_total, sum(n for c, ks, n in pairs if not ks and c != KEPT)))
+    return TruthReport(key=key, matched=matched, unmatched=total - matched, rows=rows, kind_recall=kinds)
 
 
 def _match_kinds(cat: str, kinds: list[str], among_removed: Counter) -> list[str]:

@@ -2,14 +2,24 @@
 
 Layout of a run folder (``output:``)::
 
-    <output>/dataset/    the dataset the first stage writes; compute stages add versions
-    <output>/curated/    what ``reshard`` writes
-    <output>/run.json    the run record: per stage its fingerprint, status, version, stats
+    <output>/<output_subdir>/  a producing stage's dataset (``dataset`` for the ingest,
+                               ``curated`` for the resharded result); compute stages add
+                               metadata versions to the current dataset
+    <output>/run.json          the run record: per stage its fingerprint, config, status,
+                               version, stats
 
-Resume: each stage's fingerprint chains its config with every earlier one's. A stage
-whose fingerprint is recorded as done is skipped (its dataset version is reopened); a
-changed config reruns that stage and every later one, never the earlier ones. Inside a
-stage, committed shards are skipped (see ``curation/io``). If a kill lands after a
+The runner knows no stage names: where a stage writes comes from its class facts
+(``takes_input``: the first stage reads the pipeline input; ``produces_dataset`` +
+``output_subdir``: a new dataset at ``<output>/<output_subdir>``; otherwise a new metadata
+version of the current dataset).
+
+Resume: each stage's fingerprint chains the *semantic* dump of its config (execution
+settings such as workers, threads or batch sizes excluded) with every earlier one's. A stage
+whose fingerprint is recorded as done is skipped (its dataset version is reopened; the
+record takes the new execution settings); a semantically changed config reruns that stage
+and every later one, never the earlier ones, and only then may a producing stage replace its
+old output. A stage that only got new execution settings resumes where it stopped. Inside a
+stage, committed shards are skipped (see ``curation/stage``). If a kill lands after a
 stage committed its manifest but before the record was updated, the committed version
 is adopted rather than recomputed, so a resumed run's manifest equals an uninterrupted
 run's apart from timestamps.
@@ -19,12 +29,13 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from curation.cluster import ensure_ray
 from curation.io import Dataset
+from curation.io.format import now_iso
 from curation.io.fs import atomic_write_bytes, get_fs, join
-from curation.io.writer import now_iso
-from curation.runner.ray_utils import ensure_ray
 from curation.runner.spec import Pipeline
-from curation.runner.stage import StageContext, StageStats, stage_class
+from curation.secrets import redact  # no credentials at rest (storage_options in the spec)
+from curation.stage import StageContext, StageStats, stage_class
 
 RUN_RECORD = "run.json"
 
@@ -51,9 +62,15 @@ class RunRecord:
         self.data["stages"] = self.data["stages"][:i] + [entry]
         self.save()
 
+    def update(self, i: int, entry: dict[str, Any]) -> None:
+        """Replace stage i's record in place (same result, e.g. new execution settings): later
+        stages stay valid."""
+        self.data["stages"][i] = entry
+        self.save()
+
     def save(self) -> None:
         self.fs.makedirs(self.root, exist_ok=True)
-        atomic_write_bytes(self.fs, self.path, json.dumps(self.data, indent=1, default=str).encode())
+        atomic_write_bytes(self.fs, self.path, json.dumps(redact(self.data), indent=1, default=str).encode())
 
 
 def _adopt(ds: Dataset, stage: str, started_at: str) -> Dataset | None:
@@ -71,32 +88,39 @@ def run_pipeline(p: Pipeline, *, address: str | None = None,
     ensure_ray(address or p.ray.get("address"), num_cpus=p.ray.get("num_cpus"))
     record = RunRecord(p)
     fingerprints = p.fingerprints()
-    dataset_url = join(p.output.rstrip("/"), "dataset")
-    ds: Dataset | None = None if p.stages[0].stage == "download" else Dataset(p.input, p.storage_options)
+    first = stage_class(p.stages[0].stage)
+    ds: Dataset | None = None if first.takes_input else Dataset(p.input, p.storage_options)
     for spec, fp in zip(p.stages, fingerprints):
         prev = record.entry(spec.index)
+        settings = spec.config.model_dump(mode="json")
         if prev and prev["fingerprint"] == fp and prev["status"] == "done":
             ds = Dataset(prev["dataset"], p.storage_options, version=prev["version"])
+            if prev.get("config") != settings:  # only execution settings changed: nothing to redo
+                record.update(spec.index, {**prev, "config": settings})
             continue
         cls = stage_class(spec.stage)
         if ds is not None and not cls.produces_dataset and prev and prev["fingerprint"] == fp:
             adopted = _adopt(ds, cls.name, prev["started_at"])
             if adopted is not None:
                 ds = adopted
-                record.set(spec.index, {**prev, "status": "done", "dataset": ds.url, "version": ds.version})
+                record.set(spec.index, {**prev, "status": "done", "dataset": ds.url, "version": ds.version,
+                                        "config": settings})
                 continue
         started = now_iso()
-        record.set(spec.index, {"index": spec.index, "stage": spec.stage, "name": spec.name, "fingerprint": fp,
-                                "status": "running", "started_at": started})
+        entry = {"index": spec.index, "stage": spec.stage, "name": spec.name, "fingerprint": fp,
+                 "config": settings, "status": "running", "started_at": started}
+        record.set(spec.index, entry)
+        # replace a producing stage's old output only when what it computes changed (a
+        # different semantic fingerprint), never for new execution settings: those resume
         overwrite = bool(cls.produces_dataset and prev is not None and prev["fingerprint"] != fp)
-        out = dataset_url if spec.stage == "download" else p.output.rstrip("/")
+        out = join(p.output.rstrip("/"), cls.output_subdir) if cls.output_subdir else p.output.rstrip("/")
         ctx = StageContext(output=out, input=p.input, storage_options=p.storage_options,
                            progress=progress(spec.name) if progress else (lambda d, t, s: None),
-                           stats=StageStats(spec.name), overwrite=overwrite)
+                           stats=StageStats(spec.name), overwrite=overwrite,
+                           executor=p.ray.get("executor") or "auto", task_timeout=p.ray.get("task_timeout"))
         ds = cls(spec.config)(ds, ctx)
-        record.set(spec.index, {"index": spec.index, "stage": spec.stage, "name": spec.name, "fingerprint": fp,
-                                "status": "done", "started_at": started, "finished_at": now_iso(),
-                                "dataset": ds.url, "version": ds.version, "stats": ctx.stats.to_dict()})
+        record.set(spec.index, {**entry, "status": "done", "finished_at": now_iso(), "dataset": ds.url,
+                                "version": ds.version, "stats": ctx.stats.to_dict() if ctx.stats else {}})
     record.data["finished_at"] = now_iso()
     record.save()
     return record.data

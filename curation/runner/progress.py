@@ -40,7 +40,7 @@ class StageProgress:
 
         def update(done: int, total: int, samples: int) -> None:
             total_samples[0] += samples
-            if self.progress is not None:
+            if self.progress is not None and task is not None:
                 self.progress.update(task, completed=done, total=total, samples=total_samples[0])
             elif time.time() - self._last > 5 or done == total:
                 self._last = time.time()

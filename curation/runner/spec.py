@@ -18,7 +18,7 @@ import yaml
 from curation.config import StageConfig, config_hash, load_yaml_mapping
 from curation.errors import ConfigError
 from curation.io.format import load_schema
-from curation.runner.stage import stage_class
+from curation.stage import stage_class, stage_names
 
 
 @dataclass
@@ -40,10 +40,11 @@ class Pipeline:
     raw: dict[str, Any]
 
     def fingerprints(self) -> list[str]:
-        """Chained fingerprints: stage i's changes with its config or any earlier one's."""
+        """Chained fingerprints: stage i's changes with what its config or any earlier one's computes."""
         out, prev = [], config_hash({"input": self.input})
         for s in self.stages:
-            prev = config_hash({"prev": prev, "stage": s.stage, "config": s.config.model_dump(mode="json")})
+            # the semantic dump: execution settings (workers, batch sizes, ...) never change it
+            prev = config_hash({"prev": prev, "stage": s.stage, "config": s.config.semantic_dump()})
             out.append(prev)
         return out
 
@@ -58,7 +59,8 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         value = yaml.safe_load(raw) if raw != "" else ""
         keys = path.split(".")
         node: Any = doc
-        for i, k in enumerate(keys):
+        for i, name in enumerate(keys):
+            k: Any = name
             last = i == len(keys) - 1
             where = ".".join(keys[: i + 1])
             if isinstance(node, list):
@@ -106,16 +108,25 @@ def load_pipeline(path_or_doc: str | dict[str, Any], overrides: list[str] | None
     if problem:
         raise ConfigError(f"{where}: {problem}")
     stages = []
+    classes = []
     for i, s in enumerate(doc["stages"]):
-        cls = stage_class(s["stage"])
+        try:
+            cls = stage_class(s["stage"])
+        except ConfigError as e:
+            raise ConfigError(f"{where}: stages.{i}.stage: {e}") from None
         raw = dict(s.get("config") or {})
-        if s["stage"] == "download" and i == 0:
+        if cls.takes_input and i == 0:
             raw.setdefault("input", doc["input"])  # the pipeline's input feeds its first stage
+        elif cls.takes_input:
+            raise ConfigError(f"stages.{i}.stage: {s['stage']!r} reads the pipeline input, so it can only be "
+                              "the first stage")
         cfg = cls.Config.parse(raw, where=f"stages.{i}.config")
         stages.append(StageSpec(i, s["stage"], s.get("name") or s["stage"], cfg))
-    if stages[0].stage != "download" and not _is_dataset(doc["input"], doc.get("storage_options")):
+        classes.append(cls)
+    if not classes[0].takes_input and not _is_dataset(doc["input"], doc.get("storage_options")):
+        takers = [n for n in stage_names() if stage_class(n).takes_input]
         raise ConfigError(f"input: {doc['input']!r} is not a dataset (no manifest.json) and the first stage "
-                          f"is {stages[0].stage!r}, not download")
+                          f"{stages[0].stage!r} does not read raw input (stages that do: {', '.join(takers)})")
     return Pipeline(doc["name"], doc["input"], doc["output"], stages, doc.get("ray") or {},
                     doc.get("storage_options") or {}, doc)
 

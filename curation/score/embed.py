@@ -12,19 +12,21 @@ Two layouts share these pieces (``curation.score.stage`` picks one):
   decode in a background thread one chunk ahead (Pillow releases the GIL) and run the model
   on the chunk before. On CPU the model and the decoder compete for the same cores, so one
   actor per ``threads_per_actor`` cores, each doing everything, keeps every core busy with no
-  block hand-offs through the object store. ``ShardScorer`` also runs in-process (no Ray)
-  for small datasets, where starting Ray Data workers would cost more than the work.
+  block hand-offs through the object store (the stage's actor pool runs it, one shard per
+  call). ``ShardScorer`` also runs in-process (no Ray) for small datasets and small clusters.
 
 Read tasks import only Pillow/numpy/pyarrow (captions travel as strings and are tokenised
 next to the model), so a fresh read worker starts in a fraction of a second. No step ever
 raises for one bad sample: the sample leaves with a ``score_error`` reason and zero vectors,
-which the driver stores as nulls.
+which are stored as nulls (:mod:`curation.score.assemble`). Whoever scores a shard writes it:
+the in-process scorer or CPU actor after the whole shard, the split layout's model actors
+through :mod:`curation.score.parts`.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any, Generator, Iterable, Iterator
 
 import numpy as np
 
@@ -34,23 +36,23 @@ EMPTY_CAPTION = ""  # a null/empty caption is still scored: CLIP embeds the bare
 READ_COLUMNS = ["uid", "key", "status", "caption", "tar_offset"]
 
 
-def read_shards(batch: dict[str, np.ndarray], *, url: str, storage_options: dict,
+def read_shards(batch: dict[str, np.ndarray], *, url: str, storage_options: dict, version: int,
                 pipe: PixelPipeline, decode: str, draft: bool, chunk: int, **_: Any) -> Iterator[dict[str, Any]]:
     """For each shard id in ``batch["shard"]``, yield chunks of decoded samples.
 
     ``decode="pil"`` ships ``uint8 (S,S,3)`` pixels; ``decode="torch"`` ships raw bytes
     (the actor decodes them on its device). Captions ship as strings.
     """
-    for sid in batch["shard"].tolist():
-        yield from iter_shard_chunks(url, storage_options, int(sid), pipe, decode, draft, chunk)
-
-
-def iter_shard_chunks(url: str, storage_options: dict, sid: int, pipe: PixelPipeline, decode: str,
-                      draft: bool, chunk: int) -> Iterator[dict[str, Any]]:
-    """One shard, read sequentially (one pass over its tar), in decoded chunks of ``chunk``."""
     from curation.io import Dataset
 
-    ds = Dataset(url, storage_options)
+    ds = Dataset(url, storage_options, version=version)
+    for sid in batch["shard"].tolist():
+        yield from iter_shard_chunks(ds, int(sid), pipe, decode, draft, chunk)
+
+
+def iter_shard_chunks(ds: Any, sid: int, pipe: PixelPipeline, decode: str, draft: bool,
+                      chunk: int) -> Iterator[dict[str, Any]]:
+    """One shard of ``ds``, read sequentially (one pass over its tar), in decoded chunks of ``chunk``."""
     rows: list[dict[str, Any]] = []
     for sample in ds.iter_samples([sid], columns=READ_COLUMNS):
         if sample["status"] != "success" or sample["tar_offset"] is None:
@@ -78,7 +80,7 @@ def _prepare(rows: list[dict], sid: int, pipe: PixelPipeline, decode: str, draft
     return out
 
 
-def prefetch(it: Iterable[Any], depth: int = 1) -> Iterator[Any]:
+def prefetch(it: Iterable[Any], depth: int = 1) -> Generator[Any, None, None]:
     """Run ``it`` in a background thread, ``depth`` items ahead of the consumer.
 
     Decoding (Pillow) and the forward pass (torch) both release the GIL, so the next chunk
@@ -124,10 +126,13 @@ class ClipEmbedder:
 
     Output per sample: ``uid``, ``shard``, ``clip_score`` (raw cosine, float32),
     ``score_error`` ("" when scored), ``image_emb``/``text_emb`` (L2-normalised float32).
+    With ``sink`` (the stage's shard job; the split layout) the actor writes those results
+    itself (:class:`curation.score.parts.ShardSink`) and outputs only ``shard`` + ``record``
+    (JSON commit records of the shards it committed).
     """
 
     def __init__(self, model: str, pretrained: str | None, device: str, precision: str,
-                 pipe: PixelPipeline, threads: int | None = 1, clip: Any = None):
+                 pipe: PixelPipeline, threads: int | None = 1, clip: Any = None, sink: Any = None):
         import torch
 
         from curation.models import load_clip
@@ -140,6 +145,11 @@ class ClipEmbedder:
         if self.dtype is not torch.float32:
             self.clip.model.to(self.dtype)  # pure bf16, like the baseline loop users write
         self.pipe = pipe
+        self.sink = None
+        if sink is not None:
+            from curation.score.parts import ShardSink
+
+            self.sink = ShardSink(sink, background=device == "cuda")
         with torch.inference_mode():  # embedding width, so all-failed batches keep the shape
             probe = torch.zeros((1, self.clip.context_length), dtype=torch.long, device=device)
             self.dim = int(self.clip.model.encode_text(probe).shape[-1])
@@ -165,6 +175,17 @@ class ClipEmbedder:
         return ok, resize_normalize([decoded[i] for i in ok], self.pipe, self.dtype)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.embed(batch)
+        if self.sink is None:
+            return out
+        import json
+
+        records = self.sink.add(out)
+        return {"shard": np.array([r["shard"] for r in records], dtype=np.int64),
+                "record": np.array([json.dumps(r) for r in records], dtype=object)}
+
+    def embed(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Scores and embeddings of one batch (see the class docstring)."""
         import torch
         import torch.nn.functional as F
 
@@ -191,28 +212,29 @@ class ClipEmbedder:
 
 
 class ShardScorer:
-    """CPU actor (or in-process scorer): whole shards in, scored batches out.
+    """CPU actor (or in-process scorer): whole shards in, each shard's results out.
 
-    Reads each shard sequentially, decodes ``batch_size`` samples at a time in a background
-    thread one chunk ahead of the model (:func:`prefetch`), and embeds each chunk with a
-    :class:`ClipEmbedder`. Output batches have the same columns as ``ClipEmbedder``'s.
+    Reads a shard sequentially, decodes ``chunk`` samples at a time in a background thread
+    one chunk ahead of the model (:func:`prefetch`), and embeds each chunk with a
+    :class:`ClipEmbedder`.
     """
 
     def __init__(self, model: str, pretrained: str | None, device: str, precision: str,
-                 pipe: PixelPipeline, threads: int | None, url: str, storage_options: dict,
-                 draft: bool, chunk: int, clip: Any = None):
+                 pipe: PixelPipeline, threads: int | None, draft: bool, chunk: int, clip: Any = None):
         self.embedder = ClipEmbedder(model, pretrained, device, precision, pipe, threads, clip=clip)
-        self.pipe, self.url, self.storage_options = pipe, url, storage_options
-        self.draft, self.chunk = draft, chunk
+        self.pipe, self.draft, self.chunk = pipe, draft, chunk
 
-    def iter_shards(self, shard_ids: Iterable[int]) -> Iterator[dict[str, np.ndarray]]:
-        def chunks() -> Iterator[dict[str, Any]]:
-            for sid in shard_ids:
-                yield from iter_shard_chunks(self.url, self.storage_options, int(sid), self.pipe,
-                                             "pil", self.draft, self.chunk)
+    def iter_shard(self, ds: Any, sid: int) -> Iterator[dict[str, np.ndarray]]:
+        """Embedder output batches of shard ``sid`` of ``ds``."""
+        chunks = iter_shard_chunks(ds, int(sid), self.pipe, "pil", self.draft, self.chunk)
+        for b in prefetch(chunks, depth=1):
+            yield self.embedder.embed(b)
 
-        for b in prefetch(chunks(), depth=1):
-            yield self.embedder(b)
+    def score_shard(self, ds: Any, sid: int) -> dict[str, tuple]:
+        """``uid -> (score, error, image vector, text vector)`` for the shard's scored rows."""
+        from curation.score.assemble import batch_results
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        yield from self.iter_shards(batch["shard"].tolist())
+        out: dict[str, tuple] = {}
+        for b in self.iter_shard(ds, sid):
+            out.update(batch_results(b))
+        return out

@@ -16,7 +16,6 @@ antialiased resize and centre crop in torch. On CPU it is used by tests to check
 """
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -58,7 +57,8 @@ class PixelPipeline:
             raise ValueError(f"unsupported preprocess transform (no ToTensor/Normalize): {preprocess}")
         crop = next((t for t in ts if type(t).__name__ == "CenterCrop"), None)
         size = int(crop.size[0]) if crop is not None else _resize_size(ts)
-        mean, std = tuple(float(x) for x in norm.mean), tuple(float(x) for x in norm.std)
+        m, sd = [float(x) for x in norm.mean], [float(x) for x in norm.std]
+        mean, std = (m[0], m[1], m[2]), (sd[0], sd[1], sd[2])
         fused = _fusable(ts[:cut], size)
         if fused is not None:
             return cls([], size, mean, std, *fused)
@@ -84,14 +84,17 @@ class PixelPipeline:
 
     def decode(self, data: bytes, draft: bool = True) -> tuple[np.ndarray | None, str | None]:
         """Bytes -> ``uint8`` array ``(size, size, 3)``, or ``(None, reason)``; never raises."""
-        from PIL import Image
+        from curation.io.images import ImageError, open_image
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # palette+transparency notes etc.
-                img = Image.open(io.BytesIO(data))
-                if img.width * img.height > MAX_PIXELS:
-                    return None, f"{TOO_MANY_PIXELS}: {img.width}x{img.height}"
+                try:
+                    img = open_image(data, max_pixels=MAX_PIXELS)
+                except ImageError as e:
+                    if e.reason in ("too_many_pixels", "over_memory_budget"):
+                        return None, f"{TOO_MANY_PIXELS}: {e}"
+                    raise
                 if draft and img.format == "JPEG":
                     # decode at 1/2..1/8 scale, never below what the resize needs
                     need = self.resize or self.size
@@ -180,9 +183,8 @@ def decode_batch_torch(datas: Sequence[bytes], device: str) -> list[Any]:
 
     out: list[Any] = [None] * len(datas)
     idx = [i for i, d in enumerate(datas) if is_jpeg(d)]
-    for i, d in enumerate(datas):
-        if i not in idx:
-            out[i] = "not_jpeg"
+    for i in set(range(len(datas))) - set(idx):
+        out[i] = "not_jpeg"
     if not idx:
         return out
     tensors = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in idx]

@@ -72,7 +72,8 @@ def search(ds: Dataset, text: str, k: int = 20, *, pretrained: str | None = None
                           "pass --pretrained with the checkpoint that scored it")
     query = embed_texts([text], model, weights)[0]
     if query.shape[0] != info["dim"]:
-        raise ConfigError(f"model {model!r} embeds to {query.shape[0]} dims, the dataset's embeddings have {info['dim']}")
+        raise ConfigError(f"model {model!r} embeds to {query.shape[0]} dims, "
+                          f"the dataset's embeddings have {info['dim']}")
     best: list[tuple[float, int, int, int]] = []  # (score, order, shard, row)
     order = 0
     for sid in ds.shard_ids:

@@ -16,5 +16,5 @@ from curation.stream.dataset import StreamingDataset
 from curation.stream.decode import CorruptSample, decode_image, identity, pil_to_tensor
 from curation.stream.loader import StreamingDataLoader
 
-__all__ = ["StreamingDataset", "StreamingDataLoader", "StreamConfig", "open_stream", "ShardCache", "CorruptSample", "decode_image",
-           "identity", "pil_to_tensor"]
+__all__ = ["StreamingDataset", "StreamingDataLoader", "StreamConfig", "open_stream", "ShardCache", "CorruptSample",
+           "decode_image", "identity", "pil_to_tensor"]

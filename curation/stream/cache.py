@@ -7,6 +7,12 @@ one directory. A download is written to ``.<name>.<size>.part`` (its size is res
 front, encoded in the name) and renamed into place when complete; a reader never sees a
 partial shard. Least recently used files are evicted first; a file another process still
 has memory-mapped stays readable after eviction (POSIX unlink semantics).
+
+Entries are keyed by ``(url, size, etag)``, not the URL alone: a tar rewritten in place (a
+``--retry-failed`` that adds members, a re-uploaded object) is a different entry, never a
+stale hit. A download holds an ``flock`` on its ``.part`` file for as long as it runs, so a
+reservation whose process died (``kill -9``, OOM) is found unlocked and reaped by the next
+process that needs room: dead workers never keep bytes reserved.
 """
 from __future__ import annotations
 
@@ -33,12 +39,13 @@ class ShardCache:
         self.limit_bytes = int(limit_bytes)
         os.makedirs(directory, exist_ok=True)
         self._thread_lock = threading.Lock()
-        self.stats = {"hits": 0, "downloads": 0, "evictions": 0, "peak_bytes": 0}
+        self.stats = {"hits": 0, "downloads": 0, "evictions": 0, "reaped": 0, "peak_bytes": 0}
 
     @staticmethod
-    def name_for(url: str) -> str:
-        """File name for a remote tar URL (stable across processes)."""
-        return hashlib.sha256(url.encode()).hexdigest()[:24] + ".tar"
+    def name_for(url: str, size: int, etag: str | None = None) -> str:
+        """File name for one version of a remote tar (stable across processes)."""
+        key = f"{url}\0{int(size)}\0{etag or ''}"
+        return hashlib.sha256(key.encode()).hexdigest()[:24] + ".tar"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -56,7 +63,12 @@ class ShardCache:
             if e.name == _LOCK:
                 continue
             if e.name.endswith(".part"):
-                used += _declared(e.name)
+                if _owner_alive(e.path):
+                    used += _declared(e.name)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(e.path)
+                    self.stats["reaped"] += 1
                 continue
             try:
                 st = e.stat()
@@ -71,9 +83,9 @@ class ShardCache:
         with self._locked():
             return self._entries()[1]
 
-    def get(self, url: str) -> str | None:
-        """Local path of a cached shard (touched as recently used), or None."""
-        path = os.path.join(self.directory, self.name_for(url))
+    def get(self, url: str, size: int, etag: str | None = None) -> str | None:
+        """Local path of a cached shard of that size/ETag (touched as recently used), or None."""
+        path = os.path.join(self.directory, self.name_for(url, size, etag))
         try:
             os.utime(path)
         except FileNotFoundError:
@@ -81,8 +93,10 @@ class ShardCache:
         self.stats["hits"] += 1
         return path
 
-    def fetch(self, url: str, size: int, download, open_with: Callable[[str], Any] | None = None) -> Any:
-        """Ensure ``url`` is cached, calling ``download(local_part_path)`` if needed.
+    def fetch(self, url: str, size: int, download, open_with: Callable[[str], Any] | None = None,
+              etag: str | None = None) -> Any:
+        """Ensure ``url`` (of ``size`` bytes, ``etag`` if known) is cached, calling
+        ``download(local_part_path)`` if needed.
 
         Returns the local path, or None when ``size`` cannot fit even after evicting
         everything evictable (the caller then reads ranges directly). With ``open_with``,
@@ -90,7 +104,7 @@ class ShardCache:
         process cannot evict the file between the fetch and the open (opening a path after
         ``fetch`` returned it races with eviction).
         """
-        name = self.name_for(url)
+        name = self.name_for(url, size, etag)
         final = os.path.join(self.directory, name)
         part = os.path.join(self.directory, f".{name}.{os.getpid()}.{threading.get_ident()}.{int(size)}.part")
         use = open_with or (lambda path: path)
@@ -101,7 +115,9 @@ class ShardCache:
                 return use(final)
             if not self._reserve(int(size)):
                 return None
-            open(part, "wb").close()
+            # created and locked under the cache lock, so no reaper sees it unlocked
+            hold = open(part, "wb")
+            fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             download(part)
             actual = os.path.getsize(part)
@@ -114,6 +130,7 @@ class ShardCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
+            hold.close()
 
     def _reserve(self, size: int) -> bool:
         """Evict LRU files until ``size`` more bytes fit (caller holds the lock)."""
@@ -131,6 +148,21 @@ class ShardCache:
             return False
         self.stats["peak_bytes"] = max(self.stats["peak_bytes"], used + size)
         return True
+
+
+def _owner_alive(part_path: str) -> bool:
+    """Whether the process that reserved ``part_path`` still holds its lock (caller holds the
+    cache lock, so no new reservation is being created meanwhile)."""
+    try:
+        with open(part_path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return True  # finished meanwhile: it is counted as the file it became
 
 
 def _declared(part_name: str) -> int:

@@ -19,16 +19,16 @@ class StreamConfig(StageConfig):
     caption_column: str = "caption"
     shuffle: bool = True
     seed: int = 0
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(default=32, ge=1)
     drop_last: bool = True
     weights: list[float] | None = None
-    epoch_size: int | None = Field(None, ge=1)
-    shuffle_block_size: int = Field(8192, ge=1)
+    epoch_size: int | None = Field(default=None, ge=1)
+    shuffle_block_size: int = Field(default=8192, ge=1)
     cache_dir: str | None = None
-    cache_limit_bytes: int = Field(16 << 30, ge=0)
-    read_ahead: int = Field(4, ge=0)
+    cache_limit_bytes: int = Field(default=16 << 30, ge=0)
+    read_ahead: int = Field(default=4, ge=0)
     decode: bool = True
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
 
 
 def open_stream(datasets: Any | Sequence[Any], config: StreamConfig | dict | None = None, *,

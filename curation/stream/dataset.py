@@ -14,7 +14,7 @@ Guarantees (DESIGN.md section 5.4), per epoch and for any world size and worker 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 import torch
@@ -76,7 +76,8 @@ class StreamingDataset(IterableDataset):
         if not datasets:
             raise ConfigError("stream dataset: no dataset given")
         if weights is not None and (len(weights) != len(datasets) or any(w < 0 for w in weights) or sum(weights) <= 0):
-            raise ConfigError(f"stream weights: need {len(datasets)} non-negative weights with a positive sum (got {list(weights)!r})")
+            raise ConfigError(f"stream weights: need {len(datasets)} non-negative weights with a positive sum "
+                              f"(got {list(weights)!r})")
         self.columns = list(columns)
         self.caption_column = caption_column
         self.transform = transform or pil_to_tensor
@@ -89,7 +90,9 @@ class StreamingDataset(IterableDataset):
         self.cache_dir, self.cache_limit_bytes = cache_dir, int(cache_limit_bytes)
         self.read_ahead, self.whole_shard_fraction = int(read_ahead), float(whole_shard_fraction)
         self.max_pixels, self.decode = max_pixels, bool(decode)
-        wheres = list(where) if isinstance(where, (list, tuple)) else [where] * len(datasets)
+        # a list/tuple holds one predicate per dataset; anything else is one predicate for all
+        wheres: list[str | None] = (list(where) if isinstance(where, (list, tuple))
+                                    else [cast("str | None", where)] * len(datasets))
         if len(wheres) != len(datasets):
             raise ConfigError(f"stream where: {len(wheres)} predicates for {len(datasets)} datasets")
         self.sources: list[SourceIndex] = []

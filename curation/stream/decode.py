@@ -7,12 +7,13 @@ counts the reason.
 """
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
 import torch
 from PIL import Image
+
+from curation.io.images import ImageError, open_image
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -37,13 +38,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            if img.width * img.height > max_pixels:
-                raise CorruptSample("too_large", f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+            img = open_image(data, max_pixels=max_pixels, formats=ALLOWED_FORMATS)
             img.draft("RGB", img.size)  # JPEG: decode at full size straight to RGB
             img = img.convert("RGB")
-    except CorruptSample:
-        raise
+    except ImageError as e:
+        reason = {"too_many_pixels": "too_large", "over_memory_budget": "too_large", "empty": "empty",
+                  "not_image": "not_an_image"}.get(e.reason, "undecodable")
+        raise CorruptSample(reason, str(e)) from None
     except Image.UnidentifiedImageError as e:
         raise CorruptSample("not_an_image", str(e)) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,

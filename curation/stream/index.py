@@ -1,7 +1,8 @@
 """The selection index: which samples a stream reads, found by a DuckDB predicate.
 
 Built once in the main process from the current metadata version (``Dataset.read_meta``
-through fsspec, so any URL works and DuckDB needs no network extension). Only rows with
+through fsspec, so any URL works and DuckDB needs no network extension), reading only the
+columns it needs: positions, the carried columns and those the predicate references. Only rows with
 an image (``tar_offset`` not null) are selectable. Rows come out grouped by shard and
 sorted by tar offset, which is the read order the epoch shuffle starts from.
 """
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from curation.errors import ConfigError
 from curation.io import Dataset
+from curation.io.query import QueryError, filter_relation, predicate_columns, sandboxed_connection
 
 _POS_COLS = ("shard", "tar_offset", "tar_size")
 
@@ -46,18 +48,21 @@ def build_index(ds: Dataset, where: str | None, columns: list[str], caption_colu
     if missing:
         raise ConfigError(f"stream columns: {', '.join(map(repr, missing))} not in {ds.url} "
                           f"(version {ds.version} has {', '.join(ds.columns)})")
-    meta = ds.read_meta()
     carry = list(dict.fromkeys(["uid", caption_column, *columns]))
-    cols = ", ".join(_q(c) for c in dict.fromkeys([*_POS_COLS, *carry]))
-    sql = f"SELECT {cols} FROM samples WHERE tar_offset IS NOT NULL"
-    if where and where.strip():
-        sql += f" AND ({where})"
-    sql += " ORDER BY shard, tar_offset"
-    con = duckdb.connect()
     try:
-        con.register("samples", meta)
-        result = con.sql(sql).to_arrow_table()
-    except duckdb.Error as e:
+        used = predicate_columns(where, ds.columns)
+    except QueryError as e:
+        raise ConfigError(f"stream where {where!r} on {ds.url}: {e}") from None
+    # only the columns the index needs: positions, what samples carry, what the predicate reads
+    needed = None if used is None else list(dict.fromkeys([*_POS_COLS, *carry, *used]))
+    meta = ds.read_meta(columns=needed)
+    cols = ", ".join(_q(c) for c in dict.fromkeys([*_POS_COLS, *carry]))
+    # the predicate is untrusted (loader/training config): sandboxed, applied as a relation filter
+    con = sandboxed_connection(tables={"samples": meta})
+    try:
+        rel = filter_relation(con, con.table("samples").filter("tar_offset IS NOT NULL"), where)
+        result = rel.order("shard, tar_offset").project(cols).to_arrow_table()
+    except (duckdb.Error, QueryError) as e:
         msg = str(e).strip().splitlines()[0]
         raise ConfigError(f"stream where {where!r} on {ds.url}: {msg}") from None
     finally:

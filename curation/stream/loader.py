@@ -56,7 +56,8 @@ class StreamingDataLoader(DataLoader):
             if k in kwargs:
                 raise ConfigError(f"StreamingDataLoader {k}: set it on the StreamingDataset instead")
         if kwargs.get("persistent_workers"):
-            raise ConfigError("StreamingDataLoader persistent_workers: not supported (workers must see each epoch's state)")
+            raise ConfigError("StreamingDataLoader persistent_workers: not supported "
+                              "(workers must see each epoch's state)")
         self.stream = dataset
         self._steps = 0
         self._counters: dict[int, dict[str, int]] = {}  # this pass, per worker

@@ -20,7 +20,9 @@ Model (MosaicML-like, see DESIGN.md section 5.4):
   configuration every item is dropped at most once every ``M // dropped`` epochs.
 * Progress is a list of *plans* ``{"dropped": R, "consumed": k}``: replaying them over the
   epoch order gives the remaining sequence. Resuming on another world size appends a new
-  plan, which drops just enough to make the rest divisible again. This is the whole state.
+  plan over everything not yet delivered (earlier plans' drops included), which drops just
+  enough to make it divisible again: fewer than the new ``world_size * batch_size`` items
+  stay undelivered in that epoch. This is the whole state.
 """
 from __future__ import annotations
 
@@ -118,8 +120,14 @@ def make_layout(order: np.ndarray, cycle: np.ndarray, epoch: int, plans: list[di
                 *, world_size: int, batch_size: int, drop_last: bool) -> Layout:
     """Replay ``plans`` over the epoch ``order`` and lay out the rest for this configuration.
 
-    ``plans`` None or empty starts the epoch. The returned layout's ``plans`` end with the
-    plan it continues (a new one when this configuration must drop more items).
+    ``plans`` None or empty starts the epoch. Each plan drops ``dropped`` items of what was
+    still undelivered when it began, then delivers ``consumed`` items in order. A plan's drops
+    are only a layout decision: when a later plan begins (the configuration changed
+    mid-epoch), the items it dropped but never delivered are undelivered again, so an elastic
+    resume delivers every item not yet consumed except ``undelivered mod modulus``, fewer
+    than the new ``world_size * batch_size`` (``drop_last``) or ``world_size``. The returned
+    layout's ``plans`` end with the plan it continues (a new one when this configuration
+    needs a different remainder).
     """
     m = len(order)
     g = world_size * batch_size
@@ -129,47 +137,41 @@ def make_layout(order: np.ndarray, cycle: np.ndarray, epoch: int, plans: list[di
         plans = [{"dropped": m % modulus, "consumed": 0}]
     start = (epoch * plans[0]["dropped"]) % m if m else 0
     cyc = np.roll(cycle, -start)
-    alive = np.ones(m, dtype=bool)
-    seq, cursor = order, 0
-    dropped_all: list[np.ndarray] = []
+    undelivered = np.ones(m, dtype=bool)
+    cursor = 0
 
-    def apply(plan: dict[str, int]) -> None:
-        nonlocal seq, cursor
-        r = int(plan["dropped"])
-        if r:
-            cand = cyc[cursor:]
-            hits = np.flatnonzero(alive[cand])[:r]
-            if len(hits) < r:
-                raise ValueError("state does not fit this dataset (drop cycle exhausted)")
-            gone = cand[hits]
-            alive[gone] = False
-            dropped_all.append(gone)
-            cursor += int(hits[-1]) + 1
-            seq = seq[alive[seq]]
-        k = int(plan["consumed"])
-        if k > len(seq):
-            raise ValueError(f"state consumed {k} items but only {len(seq)} remain")
-        alive[seq[:k]] = False
-        seq = seq[k:]
+    def begin(r: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sequence of this plan, the items it drops): undelivered items in order, less ``r``."""
+        nonlocal cursor
+        seq = order[undelivered[order]]
+        if not r:
+            return seq, np.zeros(0, dtype=np.int64)
+        cand = np.roll(cyc, -cursor)  # the cycle from where the last plan stopped, wrapping around
+        hits = np.flatnonzero(undelivered[cand])[:r]
+        if len(hits) < r:
+            raise ValueError("state does not fit this dataset (fewer items left than it drops)")
+        gone = cand[hits]
+        cursor = (cursor + int(hits[-1]) + 1) % m
+        keep = np.ones(m, dtype=bool)
+        keep[gone] = False
+        return seq[keep[seq]], gone
 
     for p in plans:
-        apply(dict(p, consumed=0) if p is plans[-1] else p)
-    last = plans[-1]
-    rest = seq[int(last["consumed"]):]
-    extra = len(rest) % modulus
-    if extra:
-        # the configuration changed mid-epoch: a new plan drops what no longer divides
-        alive[seq[:int(last["consumed"])]] = False
-        seq = rest
-        new = {"dropped": extra, "consumed": 0}
-        plans.append(new)
-        apply(new)
-        rest = seq
+        seq, gone = begin(int(p["dropped"]))
+        k = int(p["consumed"])
+        if k > len(seq):
+            raise ValueError(f"state consumed {k} items but only {len(seq)} remain")
+        undelivered[seq[:k]] = False
+        rest = seq[k:]
+    need = int(undelivered.sum()) % modulus
+    if need != int(plans[-1]["dropped"]):
+        # the configuration changed mid-epoch: a new plan over everything undelivered
+        plans.append({"dropped": need, "consumed": 0})
+        rest, gone = begin(need)
     full, tail_items = divmod(len(rest), g)
     tail = 0 if drop_last else tail_items // world_size
-    dropped = np.concatenate(dropped_all) if dropped_all else np.zeros(0, dtype=np.int64)
     return Layout(rest=rest, world_size=world_size, batch_size=batch_size, full_steps=full,
-                  tail=tail, plans=plans, dropped=dropped)
+                  tail=tail, plans=plans, dropped=gone)
 
 
 def mix_epoch_items(sizes: list[int], weights: list[float] | None, seed: int, epoch: int,

@@ -19,9 +19,14 @@
 list at another server address; ``caption_bank``/``class_labels``/``render_scene`` expose the
 scene vocabulary.
 """
+from typing import TYPE_CHECKING
+
 from curation.synth.corpus import SynthError, clean_pairs, generate
 from curation.synth.scenes import DEFAULT_SLICES, Scene, caption_bank, class_labels, render_scene
 from curation.synth.urls import write_url_list
+
+if TYPE_CHECKING:
+    from curation.synth.server import SynthServer
 
 
 def __getattr__(name):  # the server pulls in http.server; import it only when asked

@@ -8,7 +8,6 @@ and ``eval.parquet`` (clean pairs), ``images/`` and ``routes.json`` (what the se
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,12 +20,13 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from curation.errors import CurationError
+from curation.io.images import open_image
 from curation.synth import noise as nz
-from curation.synth.imaging import (EXTENSIONS, decompression_bomb, encode, hamming, html_page,
-                                    near_duplicate, phash)
+from curation.synth.imaging import EXTENSIONS, decompression_bomb, encode, hamming, html_page, near_duplicate, phash
 from curation.synth.plan import Record, plan_corpus, rngs, uid_for
 from curation.synth.routes import build_routes, url_path
 from curation.synth.scenes import DEFAULT_SLICES, render_scene, sample_scene, slice_position
+from curation.synth.stamp import stamp
 
 UNIQUE_MIN_DISTANCE = 8    # distinct originals differ by more than this many pHash bits
 NEAR_DUP_MAX_DISTANCE = 4  # a near duplicate stays within this many bits of its original
@@ -56,8 +56,10 @@ def _check_args(out_dir, samples, seed, base_url, slices, seed_samples, eval_per
 def _render(rec: Record, seed: int, attempt: int) -> Image.Image:
     layout = int.from_bytes(hashlib.sha256(f"{seed}:{rec.index}:{attempt}".encode()).digest()[:4], "big")
     s = rec.scene
-    return render_scene(s.color, s.shape, s.background, s.count,
-                        width=rec.width, height=rec.height, seed=layout)
+    img = render_scene(s.color, s.shape, s.background, s.count, width=rec.width, height=rec.height, seed=layout)
+    if rec.watermark:
+        img = stamp(img, np.random.default_rng([int(seed), rec.index, attempt, 0x57A4]))
+    return img
 
 
 def _draw_original(rec: Record, seed: int, known: np.ndarray) -> tuple[bytes, int]:
@@ -73,18 +75,18 @@ def _draw_original(rec: Record, seed: int, known: np.ndarray) -> tuple[bytes, in
         if distance(phash(img, fast=True)) <= UNIQUE_MIN_DISTANCE:
             continue  # cheap pre-check on the drawing, before paying for encode + decode
         data = encode(img, rec.fmt, rec.quality)
-        h = phash(Image.open(io.BytesIO(data)))
+        h = phash(open_image(data))
         if distance(h) > UNIQUE_MIN_DISTANCE:
             return data, h
     raise AssertionError(f"could not draw a distinct layout for record {rec.index}")
 
 
 def _draw_near_dup(orig: bytes, orig_hash: int, r: np.random.Generator) -> bytes:
-    img = Image.open(io.BytesIO(orig)).convert("RGB")
+    img = open_image(orig).convert("RGB")
     for strength in _BACKOFF:
         edited, quality = near_duplicate(img, r, strength)
         data = encode(edited, "jpeg", quality)
-        if hamming(phash(Image.open(io.BytesIO(data))), orig_hash) <= NEAR_DUP_MAX_DISTANCE:
+        if hamming(phash(open_image(data)), orig_hash) <= NEAR_DUP_MAX_DISTANCE:
             return data
     return encode(img, "jpeg", 90)  # a plain re-encode of a flat scene always qualifies
 
@@ -124,9 +126,11 @@ def _draw_corpus(plan: list[Record], seed: int, root: Path) -> dict[int, dict]:
             facts[rec.index] = {"file": None, "path": None}
             continue
         if rec.dup_kind == "exact":
+            assert rec.dup_of is not None  # a duplicate record always names its original
             facts[rec.index] = dict(facts[rec.dup_of])  # the very same bytes, another URL
             continue
         if rec.dup_kind == "near":
+            assert rec.dup_of is not None  # a duplicate record always names its original
             o = facts[rec.dup_of]
             data, h = _draw_near_dup(o["bytes"], o["phash"], r), None
         else:
@@ -135,7 +139,7 @@ def _draw_corpus(plan: list[Record], seed: int, root: Path) -> dict[int, dict]:
             n_hashes += 1
         rel = f"images/{uid}.{EXTENSIONS[rec.fmt]}"
         (root / rel).write_bytes(data)
-        w, hgt = Image.open(io.BytesIO(data)).size
+        w, hgt = open_image(data).size
         facts[rec.index] = {"file": rel, "path": rel, "width": w, "height": hgt,
                             "sha256": hashlib.sha256(data).hexdigest()}
         if rec.index in has_dups:  # near duplicates are made from the served bytes
@@ -158,7 +162,7 @@ def _truth_table(plan: list[Record], facts: dict[int, dict], base_url: str, seed
             "shape": rec.scene.shape, "background": rec.scene.background,
             "count": rec.scene.count, "slice": slices[rec.slice_index], "noise": rec.noise,
             "dup_group": rec.dup_of if rec.dup_of is not None else rec.index,
-            "dup_kind": rec.dup_kind, "dup_of_uid": uid_of.get(rec.dup_of),
+            "dup_kind": rec.dup_kind, "dup_of_uid": None if rec.dup_of is None else uid_of.get(rec.dup_of),
             "caption_mismatched": rec.caption_noise is not None,
             "expected_status": fetch_status, "format": rec.fmt if f["path"] else None,
             "width": f.get("width"), "height": f.get("height"), "sha256": f.get("sha256"),
@@ -261,7 +265,7 @@ def _summary(truth: pa.Table, samples, seed, base_url, slices, seed_samples, eva
     return {
         "format": "curation-synth/1", "samples": samples, "seed": seed, "base_url": base_url,
         "slices": list(slices), "seed_samples": seed_samples, "eval_per_slice": eval_per_slice,
-        "rates": {**nz.CAPTION_RATES, **nz.DUP_RATES, **nz.FETCH_RATES, **nz.IMAGE_RATES},
+        "rates": {**nz.CAPTION_RATES, **nz.DUP_RATES, **nz.FETCH_RATES, **nz.IMAGE_RATES, **nz.STAMP_RATES},
         "noise_counts": dict(sorted(noise_counts.items())),
         "expected_status_counts": dict(sorted(status_counts.items())),
         "slice_counts": slice_counts, "status_notes": nz.STATUS_NOTES,

@@ -20,6 +20,9 @@ FETCH_RATES: dict[str, float] = {
     "blocked_redirect": 0.0025,
 }
 IMAGE_RATES: dict[str, float] = {"tiny": 0.02, "extreme_aspect": 0.01}
+# a stock-photo watermark (curation.synth.stamp) on this fraction of records, drawn on clean
+# originals; duplicates of a stamped original carry it too (so its count can exceed the rate)
+STAMP_RATES: dict[str, float] = {"watermark": 0.05}
 
 # What a correct downloader (retries >= 2, safe defaults, robots/X-Robots-Tag honoured) reports.
 EXPECTED_STATUS: dict[str, str] = {
@@ -47,6 +50,8 @@ STATUS_NOTES = {
     "blocked_redirect": "302 to http://127.0.0.2:<port>/...; a downloader that allows only the "
                         "server's own host reports 'blocked_address', one that allows every "
                         "private address gets 'connection_error' (nothing listens there)",
+    "watermark": "a downloadable image with translucent diagonal bars and an agency name drawn "
+                 "over it; the truth's noise lists it; filters do not target it (train-head does)",
     "oversized": "the body is the image plus padding to >= oversize_bytes (2.5 MB); half the "
                  "responses omit Content-Length",
 }

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curation.synth.noise import CAPTION_RATES, DUP_RATES, FETCH_RATES, IMAGE_RATES, exact_counts
+from curation.synth.noise import CAPTION_RATES, DUP_RATES, FETCH_RATES, IMAGE_RATES, STAMP_RATES, exact_counts
 from curation.synth.scenes import Scene, sample_scene, slice_position
 
 STREAMS = ("slices", "faults", "scenes", "sizes", "dups", "order", "captions", "render",
-           "server", "seedset")
+           "server", "seedset", "watermark")  # append only: a new stream never shifts the others
 # Fetch faults whose URL never yields a decodable image, so nothing is drawn for them.
 NO_IMAGE = {"http_404", "http_500", "not_image", "too_many_pixels"}
 
@@ -41,6 +41,7 @@ class Record:
     dup_kind: str | None = None   # "exact" | "near"
     dup_of: int | None = None     # index of the original
     caption_noise: str | None = None
+    watermark: bool = False        # a stock-photo stamp is drawn over the image
     noise: list[str] = field(default_factory=list)
     uid: str = ""                 # set once the output order is fixed
 
@@ -90,6 +91,9 @@ def plan_corpus(samples: int, seed: int, num_slices: int) -> list[Record]:
         for _ in range(k):
             recs[next(perm)].image_kind = kind
     clean = sorted(perm)  # what is left: originals that download fine at a normal size
+    n_stamp = min(exact_counts(STAMP_RATES, samples)["watermark"], len(clean))
+    for i in g["watermark"].choice(len(clean), size=n_stamp, replace=False).tolist():
+        recs[clean[i]].watermark = True
     for rec in recs:
         rec.width, rec.height = _size(g["sizes"], rec.image_kind)
         rec.fmt, rec.quality = _format(g["sizes"], rec)
@@ -104,13 +108,14 @@ def plan_corpus(samples: int, seed: int, num_slices: int) -> list[Record]:
                        dup_kind=kind.split("_")[0], dup_of=o.index)
             if d.dup_kind == "near":
                 d.fmt = "jpeg"
+            d.watermark = o.watermark  # a copy of a stamped image shows the stamp too
             recs.append(d)
     order = g["order"].permutation(len(recs)).tolist()
     planned = [recs[i] for i in order]
     _assign_caption_noise(planned, g["captions"])
     for rec in planned:
         rec.noise = [k for k in (rec.caption_noise, rec.dup_kind and f"{rec.dup_kind}_dup",
-                                 rec.fetch, rec.image_kind) if k]
+                                 rec.fetch, rec.image_kind, rec.watermark and "watermark") if k]
     return planned
 
 

@@ -145,7 +145,10 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tup
 
 
 def _shade(rgb: tuple[int, int, int], f: float) -> tuple[int, int, int]:
-    return tuple(int(np.clip(v * f if f < 1 else v + (255 - v) * (f - 1), 0, 255)) for v in rgb)
+    def ch(v: int) -> int:
+        return int(np.clip(v * f if f < 1 else v + (255 - v) * (f - 1), 0, 255))
+
+    return ch(rgb[0]), ch(rgb[1]), ch(rgb[2])
 
 
 def _background(bg: tuple[int, int, int], w: int, h: int, rng: np.random.Generator) -> Image.Image:

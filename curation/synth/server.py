@@ -207,7 +207,8 @@ class SynthServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
-            self._thread.join(timeout=5)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
             self._httpd = None
 
     def __enter__(self) -> "SynthServer":

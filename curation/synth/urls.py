@@ -15,9 +15,13 @@ from curation.synth.corpus import SynthError
 
 def _rebase(urls: pa.ChunkedArray, old: str, new: str) -> pa.Array:
     old, new = old.rstrip("/"), new.rstrip("/")
-    if not pc.all(pc.starts_with(urls, old)).as_py():
+    starts = pc.starts_with(urls, old)  # pyright: ignore[reportAttributeAccessIssue]  # kernel generated at runtime
+    if not pc.all(starts).as_py():  # pyright: ignore[reportAttributeAccessIssue]  # kernel generated at runtime
         raise SynthError(f"URL list does not start with the corpus base URL {old!r}")
-    return pc.binary_join_element_wise(new, pc.utf8_slice_codeunits(urls, len(old)), "")
+    n = len(old)
+    tails = pc.utf8_slice_codeunits(urls, n)  # pyright: ignore[reportAttributeAccessIssue]  # kernel generated at runtime
+    joined = pc.binary_join_element_wise  # pyright: ignore[reportAttributeAccessIssue]  # generated at runtime
+    return joined(new, tails, "")
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

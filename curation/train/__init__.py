@@ -3,7 +3,10 @@
 Imports are lazy so that ``curate`` (which imports ``curation.train.commands``) starts
 without loading torch and open_clip.
 """
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from curation.train.seed import train_seed_clip
 
 __all__ = ["train_seed_clip"]
 

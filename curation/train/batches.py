@@ -17,7 +17,7 @@ Two sources of batches, one interface (``next() -> (images, tokens)``, ``state_d
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator
 
 import torch
 
@@ -65,15 +65,15 @@ def open_pool_stream(sources: list[dict[str, Any]], *, transform: Callable, seed
         seed: the stream's order seed.
         global_batch: samples per step over all ranks (must divide by the world size).
     """
-    from curation.stream import StreamingDataLoader, StreamingDataset
-
     import torch.distributed as dist
+
+    from curation.stream import StreamingDataLoader, StreamingDataset
 
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if global_batch % world:
         raise ConfigError(f"batch_size: {global_batch} is not divisible by the world size {world}")
-    common = dict(transform=transform, seed=seed, batch_size=global_batch // world, drop_last=True, shuffle=True,
-                  storage_options=storage_options)
+    common: dict[str, Any] = dict(transform=transform, seed=seed, batch_size=global_batch // world, drop_last=True,
+                                  shuffle=True, storage_options=storage_options)
     parts = [StreamingDataset(s["dataset"], where=s["where"] if s.get("uids") is None
                               else uid_subset_where(s["where"], s["uids"]), **common) for s in sources]
     sizes = [len(p.sources[0]) for p in parts]
@@ -91,9 +91,9 @@ class StreamBatches:
 
     def __init__(self, loader: Any, tokenizer: Callable):
         self.loader, self.tokenizer = loader, tokenizer
-        self._it: Iterator[Any] | None = None
+        self._it: Generator[Any, None, None] | None = None
 
-    def _endless(self) -> Iterator[Any]:
+    def _endless(self) -> Generator[Any, None, None]:
         while True:
             n = 0
             for batch in self.loader:

@@ -7,7 +7,6 @@ optional class labels / slice names for evaluation.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 
 from curation.errors import ConfigError
+from curation.io.images import open_image
 
 
 def to_pil(image: Any) -> Image.Image:
@@ -22,7 +22,7 @@ def to_pil(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, (bytes, bytearray, memoryview)):
-        with Image.open(io.BytesIO(bytes(image))) as im:
+        with open_image(bytes(image)) as im:
             return im.convert("RGB")
     raise ConfigError(f"image must be bytes or a PIL image (got {type(image).__name__})")
 
@@ -135,7 +135,7 @@ def write_pairs_dataset(pairs: Any, root: str, *, samples_per_shard: int = 256, 
         with w.shard(sid) as sw:
             for i, r in enumerate(rows[lo:lo + samples_per_shard], start=lo):
                 data = bytes(r["image"])
-                with Image.open(io.BytesIO(data)) as im:
+                with open_image(data) as im:
                     width, height, ext = im.width, im.height, (im.format or "png").lower()
                 ext = {"jpeg": "jpg"}.get(ext, ext)
                 sw.add({"uid": str(r.get("uid") or f"{i:08d}"), "url": f"file://pairs/{i}", "caption": r["caption"],

@@ -7,8 +7,12 @@ import torch
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
-                   betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6) -> torch.optim.AdamW:
-    """AdamW; gains, biases, embeddings and ``logit_scale`` get no weight decay (open_clip's rule)."""
+                   betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+                   fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW; gains, biases, embeddings and ``logit_scale`` get no weight decay (open_clip's rule).
+
+    ``fused=True`` runs the update as one kernel per parameter group (same maths, on CPU too).
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -17,7 +21,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
             or "embedding" in name
         (no_decay if exclude else decay).append(p)
     groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_lr: float = 0.0) -> float:

@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from curation.errors import ConfigError
 from curation.models import save_checkpoint
+from curation.train.batches import CacheBatches, StreamBatches, open_pool_stream
 from curation.train.checkpoint import latest_state, load_state, save_state
 from curation.train.config import RunConfig
-from curation.errors import ConfigError
-from curation.train.batches import CacheBatches, StreamBatches, open_pool_stream
 from curation.train.data import TensorCache
 from curation.train.evaluate import retrieval_metrics
 from curation.train.loop import frozen_copy, train_step
@@ -69,7 +69,7 @@ def _barrier() -> None:
 def _cat(parts: list[TensorCache]) -> TensorCache:
     return TensorCache(torch.cat([p.images for p in parts]), torch.cat([p.tokens for p in parts]),
                        sum((p.captions for p in parts), []), sum((p.uids for p in parts), []),
-                       sum((p.labels or [None] * len(p) for p in parts), []),
+                       [lab for p in parts for lab in (p.labels or [None] * len(p))],
                        sum((p.nbytes or [0] * len(p) for p in parts), []))
 
 
@@ -91,6 +91,8 @@ def build_pool(cfg: RunConfig, k: int, train: list[TrainSlice]) -> tuple[TensorC
     parts, source = [], []
     for j, idx in pool_parts(cfg, k, train):
         cache = train[j].cache
+        if cache is None:
+            raise RuntimeError(f"build_pool: slice {cfg.slices[j].name!r} is streamed, it has no TensorCache")
         parts.append(cache if idx is None else cache.subset(idx))
         source += [cfg.slices[j].name] * len(parts[-1])
     return _cat(parts), source

@@ -52,14 +52,12 @@ class TrainSlice:
 
 def read_parquet_rows(url: str, where: str | None) -> Any:
     """Rows of a Parquet file matching ``where`` as a pyarrow Table (DuckDB)."""
-    con = duckdb.connect()
-    con.execute("SET threads TO 1")
-    sql = f"SELECT * FROM read_parquet('{url.replace(chr(39), chr(39) * 2)}')"
-    if where:
-        sql += f" WHERE {where}"
-    try:
-        return con.sql(sql).to_arrow_table()
-    except duckdb.Error as e:
+    from curation.io.query import QueryError, filter_relation, sandboxed_connection
+
+    try:  # the predicate is untrusted (a training config): sandboxed, only this file readable
+        con = sandboxed_connection(parquet=url, threads=1)
+        return filter_relation(con, "samples", where).to_arrow_table()
+    except (duckdb.Error, QueryError) as e:
         raise ConfigError(f"{url}: cannot select where {where!r}: {str(e).splitlines()[0]}") from None
 
 

@@ -22,7 +22,7 @@ def launch(cfg: RunConfig) -> dict:
     from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from curation.runner.ray_utils import ensure_ray
+    from curation.cluster import ensure_ray
 
     ensure_ray()
     trainer = TorchTrainer(_ray_worker, train_loop_config={"spec": cfg.model_dump(mode="json")},

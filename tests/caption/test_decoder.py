@@ -79,7 +79,9 @@ def test_beam_search_finds_a_caption_at_least_as_likely_as_greedy(ragged_coca):
 def test_sampling_is_reproducible_with_a_seed(ragged_coca):
     model, images, _ = ragged_coca
     coca = CachedCoca(model)
-    opts = lambda seed: DecodeOptions(method="sample", top_k=50, top_p=0.9, seed=seed, max_new_tokens=12)
+    def opts(seed: int) -> DecodeOptions:
+        return DecodeOptions(method="sample", top_k=50, top_p=0.9, seed=seed, max_new_tokens=12)
+
     a = generate(coca, images, sot=SOT, eot=EOT, opts=opts(3))
     assert a == generate(coca, images, sot=SOT, eot=EOT, opts=opts(3))
     assert a != generate(coca, images, sot=SOT, eot=EOT, opts=opts(4))

@@ -22,7 +22,8 @@ def test_mix_policy_boundaries(raw, syn, has, want):
 
 
 def test_both_mode_keeps_both_whenever_a_synthetic_caption_exists():
-    assert caption_sources([0.0, 0.9, None], [0.0, 0.1, None], ["s", "s", None], 0.28, "both") == ["both", "both", "none"]
+    assert caption_sources([0.0, 0.9, None], [0.0, 0.1, None], ["s", "s", None], 0.28, "both") == \
+        ["both", "both", "none"]
 
 
 def test_retrieval_picks_the_most_similar_candidate_and_respects_classes():
@@ -32,6 +33,7 @@ def test_retrieval_picks_the_most_similar_candidate_and_respects_classes():
     classes = ["red circle", "white circle", "green square"]
     class_emb = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])  # prompt embeddings
     bank = CaptionBank(texts, emb, classes, class_emb, class_membership(texts, classes))
+    assert bank.member is not None
     assert bank.member.tolist() == [[True, False, False], [True, False, False],
                                     [False, True, False], [False, False, True]]
     img = torch.tensor([[0.1, 0.2, 0.9, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -52,4 +54,16 @@ def test_bank_files_are_read_and_bad_ones_named(tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(ConfigError, match="empty.txt.*no non-empty"):
         load_texts(str(tmp_path / "empty.txt"))
-    assert "two red circles on a blue background" in load_texts("synth")
+    # a Parquet file's (or a dataset's) caption column is a bank too; "synth" is no longer magic
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"caption": ["x", None, "y", "x"]}), str(tmp_path / "bank.parquet"))
+    assert load_texts(str(tmp_path / "bank.parquet")) == ["x", "y"]
+    pq.write_table(pa.table({"text": ["x"]}), str(tmp_path / "nocap.parquet"))
+    with pytest.raises(ConfigError, match="nocap.parquet.*no 'caption' column"):
+        load_texts(str(tmp_path / "nocap.parquet"))
+    with pytest.raises(ConfigError, match="not a dataset"):
+        load_texts(str(tmp_path))
+    with pytest.raises(ConfigError, match="'synth' does not exist"):
+        load_texts("synth")

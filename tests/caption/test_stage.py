@@ -9,7 +9,8 @@ import pytest
 
 from curation.caption.stage import CaptionStage
 from curation.errors import ConfigError
-from curation.runner.stage import StageContext
+from curation.io.writer import VersionWriter
+from curation.stage import StageContext
 from tests.caption.conftest import SCENES, scene_caption, write_dataset
 
 
@@ -61,7 +62,7 @@ def test_coca_stage_adds_columns_and_never_touches_tars(small_ds, ray_local, tmp
 
 def _fake_score(ds, scores):
     """A metadata version as the score stage writes it (clip_score by curation-tiny)."""
-    vw = ds.new_version("score", {"model": "curation-tiny", "pretrained": None})
+    vw = VersionWriter(ds, "score", {"model": "curation-tiny", "pretrained": None})
     it = iter(scores)
     for sid in ds.shard_ids:
         meta = ds.read_meta(sid)
@@ -80,7 +81,7 @@ def test_retrieval_stage_applies_mixing_policy_and_resumes(small_ds, ray_local, 
     bank.write_text("\n".join(scene_caption(*s) for s in SCENES) + "\n\n")
     stage = CaptionStage({"method": "retrieval", "bank": str(bank), "threshold": 0.0})
     # a crashed earlier run committed shard 0 only: the rerun keeps it and does the rest
-    vw = scored.new_version("caption", {**stage.config.model_dump(mode="json"),
+    vw = VersionWriter(scored, "caption", {**stage.config.semantic_dump(),
                                         "clip_model": "curation-tiny", "clip_pretrained": None})
     meta0 = scored.read_meta(0)
     n0 = meta0.num_rows

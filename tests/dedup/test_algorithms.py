@@ -5,7 +5,8 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curation.dedup import mih, semantic
 from curation.dedup.groups import UnionFind, keep_rank, keepers
@@ -80,7 +81,7 @@ def test_semdedup_equals_reference(kind, keep):
         x = _clustered(rng, 800, 32, 40, 0.08)
         eps = 0.01
     # small block forces multi-tile clusters so the blocked path is what is compared
-    res = semantic.semdedup(x, eps=eps, n_clusters=6, niter=10, keep=keep, seed=3, block=37, use_ray=False)
+    res = semantic.semdedup(x, eps=eps, n_clusters=6, niter=10, keep=keep, seed=3, block=37)
     xn = semantic.l2_normalize(x)
     labels, sims = semantic.spherical_kmeans(xn, 6, niter=10, seed=3)
     assert (labels == res.labels).all()
@@ -96,8 +97,10 @@ def test_semdedup_equals_reference(kind, keep):
 def test_semdedup_on_ray_equals_local(ray_local):
     rng = np.random.default_rng(1)
     x = _clustered(rng, 500, 24, 30, 0.05)
-    a = semantic.semdedup(x, eps=0.02, n_clusters=8, seed=0, use_ray=False)
-    b = semantic.semdedup(x, eps=0.02, n_clusters=8, seed=0, use_ray=True)
+    from curation.cluster import map_tasks
+
+    a = semantic.semdedup(x, eps=0.02, n_clusters=8, seed=0)
+    b = semantic.semdedup(x, eps=0.02, n_clusters=8, seed=0, map=map_tasks, n_tasks=4)
     assert a.removed.tolist() == b.removed.tolist() and a.target.tolist() == b.target.tolist()
 
 
@@ -139,6 +142,7 @@ def test_phash_robust_to_reencoding_and_distinct_for_other_images():
     a = phash_bytes(enc(draw("circle", (250, 200, 0))))
     a_jpeg = phash_bytes(enc(draw("circle", (250, 200, 0)).resize((96, 96)), "JPEG", quality=70))
     b = phash_bytes(enc(draw("square", (250, 200, 0)).rotate(90)))
+    assert a is not None and a_jpeg is not None and b is not None
     assert bin(a ^ a_jpeg).count("1") <= 4
     assert bin(a ^ b).count("1") > 8
     assert phash_bytes(b"not an image") is None

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from curation.dedup import dedup_groups
+from curation.dedup.report import dedup_groups
 from curation.dedup.stage import DedupStage
 from curation.errors import ConfigError
-from curation.runner.stage import StageContext
+from curation.stage import StageContext
 
 from .corpus import add_embeddings, build, draw, encode
 
@@ -55,6 +55,7 @@ def test_exact_and_phash_columns_policy_and_tars_untouched(tmp_path, ray_local):
     others = [u for u in rows if u not in ("u10", "u02", "u12", "u13")]
     assert all(rows[u]["dup_of"] is None and rows[u]["dedup_reason"] is None for u in others)
     assert rows["u14"]["phash"] is None and all(len(rows[u]["phash"]) == 16 for u in rows if u != "u14")
+    assert ctx.stats is not None
     assert ctx.stats.dropped["dup_exact"] == 2 and ctx.stats.dropped["dup_phash"] == 2
     groups = {g["kept"]: g for g in dedup_groups(out)}
     assert groups["u03"]["size"] == 3 and groups["u03"]["duplicates"] == ["u12", "u13"]

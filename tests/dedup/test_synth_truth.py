@@ -6,9 +6,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from curation.dedup import evaluate
+from curation.dedup.report import evaluate
 from curation.dedup.stage import DedupStage
-from curation.runner.stage import StageContext
+from curation.stage import StageContext
 from curation.synth import generate
 
 from .corpus import build

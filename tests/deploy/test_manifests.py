@@ -108,7 +108,8 @@ def _image_paths() -> dict[str, str]:
             dst_abs = dst if dst.startswith("/") else f"{workdir.rstrip('/')}/{dst}"
             for src in srcs:
                 name = src.rstrip("/")
-                dest = dst_abs.rstrip("/") + ("/" + Path(name).name if dst.endswith("/") and not src.endswith("/") else "")
+                into_dir = dst.endswith("/") and not src.endswith("/")
+                dest = dst_abs.rstrip("/") + ("/" + Path(name).name if into_dir else "")
                 out[name] = dest
     return out
 
@@ -293,6 +294,7 @@ def test_rayjob_runs_an_existing_pipeline_from_the_image(manifests):
 
 def test_rayjob_overrides_validate_against_the_pipeline(manifests):
     from curation.runner.spec import load_pipeline
+    from curation.score.stage import ScoreConfig
 
     for job in _of_kind(manifests, "RayJob"):
         argv = shlex.split(job["spec"]["entrypoint"])
@@ -306,11 +308,13 @@ def test_rayjob_overrides_validate_against_the_pipeline(manifests):
             m = re.match(r"stages\.(\d+)\.config\.(device|actors)=(.*)", s)
             if m:
                 assert p.stages[int(m.group(1))].stage == "score", f"--set {s} does not target the score stage"
-        score = [st for st in p.stages if st.stage == "score"]
-        if score and score[0].config.device == "cuda":
+        score = [st.config for st in p.stages if st.stage == "score"]
+        cfg = score[0] if score else None
+        assert cfg is None or isinstance(cfg, ScoreConfig)
+        if cfg is not None and cfg.device == "cuda":
             gpus = sum(g["maxReplicas"] * int(_quantity(_ray_container(g)["resources"]["limits"].get(GPU, 0)))
                        for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
-            assert (score[0].config.actors or 1) <= gpus, "more GPU actors than the GPU groups can ever hold"
+            assert (cfg.actors or 1) <= gpus, "more GPU actors than the GPU groups can ever hold"
 
 
 # -- NetworkPolicy --------------------------------------------------------------------------------
@@ -347,12 +351,14 @@ def test_networkpolicy_fences_every_ray_cluster(manifests):
                     for peer in peers:
                         same_cluster = ("namespaceSelector" not in peer and "podSelector" in peer
                                         and _selects(peer["podSelector"], pod_labels)
-                                        and peer["podSelector"].get("matchLabels") == pol["spec"]["podSelector"].get("matchLabels"))
+                                        and peer["podSelector"].get("matchLabels")
+                                        == pol["spec"]["podSelector"].get("matchLabels"))
                         if same_cluster:
                             continue
                         # anything else may reach the dashboard port only, and only the operator
                         assert ports == {DASHBOARD_PORT}, \
-                            f"{pol['metadata']['name']}: {peer} may reach {ports or 'every port'} (GCS {GCS_PORT} included)"
+                            f"{pol['metadata']['name']}: {peer} may reach {ports or 'every port'} " \
+                            f"(GCS {GCS_PORT} included)"
                         assert peer.get("podSelector", {}).get("matchLabels") == OPERATOR_LABEL and \
                             peer.get("namespaceSelector", {}).get("matchLabels"), \
                             f"{pol['metadata']['name']}: 8265 open to {peer}, not to the KubeRay operator"
@@ -390,7 +396,7 @@ def test_cluster_yaml_fields(launcher, manifests):
     k8s_repos = {_ray_container(g)["image"].rsplit(":", 1)[0]
                  for _, spec, _ in _ray_cluster_specs(manifests) for _, g in _groups(spec)}
     assert {image.rsplit(":", 1)[0]} == k8s_repos, "launcher and KubeRay run different images"
-    gpu = [t for n, t in types.items() if re.match(r"(g4dn|g5|g6e?|p3|p4d|p4de|p5)\.", t["node_config"]["InstanceType"])]
+    gpu = [t for t in types.values() if re.match(r"(g4dn|g5|g6e?|p3|p4d|p4de|p5)\.", t["node_config"]["InstanceType"])]
     assert gpu, "no GPU node type"
     for t in gpu:
         assert t["min_workers"] <= t["max_workers"] and t["max_workers"] >= 1
@@ -432,7 +438,8 @@ def test_dockerfile_parses_and_pins_torch():
     # the project itself, from the copied pyproject
     paths = _image_paths()
     src = str(Path(paths["pyproject.toml"]).parent)
-    assert any(re.search(rf"pip install (\S+ )*({re.escape(src)}|\.)(\s|$)", r) for r in runs), "the project is not pip-installed"
+    pip_install = rf"pip install (\S+ )*({re.escape(src)}|\.)(\s|$)"
+    assert any(re.search(pip_install, r) for r in runs), "the project is not pip-installed"
     assert any("curate" in r for r in runs), "the build does not check that `curate` is on PATH"
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from curation.download.config import DownloadConfig
 from curation.download.fetch import Client
-from curation.download.safety import AddressPolicy, opted_out
+from curation.download.robots import opted_out
+from curation.download.safety import AddressPolicy
 
 from .server import FaultServer
 
@@ -36,7 +37,7 @@ def test_fault_statuses(server, path, status):
 
 def test_redirect_target_is_not_fetched_when_blocked(server):
     res = client().fetch(server.base_url + "/redir-private")
-    assert res.final_url.startswith("http://127.0.0.2:")
+    assert str(res.final_url).startswith("http://127.0.0.2:")
     assert server.hits["/img/1.png"] == 0 or res.status == "blocked_address"
 
 
@@ -84,3 +85,25 @@ def test_x_robots_tag_parsing():
     assert opted_out(["otherbot: noai"], "curation", d) is None
     assert opted_out(["curation: noimageai, nofollow"], "curation", d) == "noimageai"
     assert opted_out(["nofollow"], "curation", d) is None
+
+
+@pytest.mark.parametrize("ip,allowed", [
+    ("2002:7f00:1::1", False), ("2002:a00:1::1", False), ("2002:808:808::1", True),     # 6to4
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),                                  # Teredo -> 127.0.0.1
+    ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", True),                                   # Teredo -> 8.8.8.8
+    ("64:ff9b::7f00:1", False), ("64:ff9b::808:808", True), ("::ffff:10.0.0.1", False),  # NAT64, mapped
+])
+def test_ipv6_addresses_are_judged_by_their_embedded_ipv4(ip, allowed):
+    assert AddressPolicy(False).allowed(ip) is allowed
+
+
+def test_key_validation_rejects_a_trailing_newline():
+    from curation.errors import DatasetError
+    from curation.io.format import validate_key, validate_member_name
+
+    assert validate_key("abc_1-2") == "abc_1-2"
+    for bad in ("abc\n", "abc\r\n"):
+        with pytest.raises(DatasetError):
+            validate_key(bad)
+    with pytest.raises(DatasetError):
+        validate_member_name("abc.jpg\n")

@@ -91,3 +91,79 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no URL column" in err and "\n" not in err
     assert not (tmp_path / "ds").exists()
+
+
+# -- streamed planning (the driver holds shard specs, never rows) ---------------------------
+def _plan(path, **kw):
+    from curation.download.inputs import plan_input
+
+    return plan_input(DownloadConfig(input=str(path), **kw))
+
+
+def _read_all(specs):
+    from curation.download.inputs import read_shard
+
+    return [r for s in specs for r in read_shard(s)]
+
+
+def test_parquet_planned_from_row_groups(tmp_path):
+    import pickle
+
+    p = tmp_path / "big.parquet"
+    n = 1000
+    pq.write_table(pa.table({"url": [f"http://h/{i}.jpg" for i in range(n)], "text": [f"c{i}" for i in range(n)],
+                             "score": list(range(n))}), p, row_group_size=70)
+    specs, fp, stats = _plan(p, samples_per_shard=128, keep_columns=["score"])
+    assert stats["records"] == n and len(specs) == 8
+    assert len(pickle.dumps(specs)) < 8 * 1024  # ranges, not rows
+    recs = _read_all(specs)
+    assert [r["score"] for r in recs] == list(range(n)) and recs == load(p, samples_per_shard=128,
+                                                                          keep_columns=["score"])
+    assert [r["uid"] for r in recs] == [r["uid"] for r in load(p, samples_per_shard=999)]  # uids by row, not shard
+    assert fp == _plan(p, samples_per_shard=7)[1]
+
+
+def test_csv_byte_ranges_keep_quoted_newlines(tmp_path):
+    p = tmp_path / "l.csv"
+    lines = ["url,caption"] + [f'http://h/{i}.jpg,"line one\nline two {i}"' for i in range(25)]
+    p.write_text("\n".join(lines) + "\n")
+    specs, _, stats = _plan(p, samples_per_shard=4)
+    assert len(specs) == 7 and stats["records"] == 25
+    recs = _read_all(specs)
+    assert [r["caption"] for r in recs] == [f"line one\nline two {i}" for i in range(25)]
+
+
+@pytest.mark.parametrize("name", ["u.txt", "u.txt.gz"])
+def test_text_and_gzip_ranges(tmp_path, name):
+    import gzip
+
+    p = tmp_path / name
+    data = ("# comment\n\n" + "".join(f"http://h/{i}.jpg\n" for i in range(30))).encode()
+    p.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    specs, _, _ = _plan(p, samples_per_shard=8)
+    assert len(specs) == 4 and [r["url"] for r in _read_all(specs)] == [f"http://h/{i}.jpg" for i in range(30)]
+
+
+def test_documents_are_not_split_across_shards(tmp_path):
+    p = tmp_path / "docs.jsonl"
+    docs = [{"id": f"d{d}", "texts": ["t"] * 3, "images": [f"http://h/{d}/{k}.jpg" for k in range(3)]}
+            for d in range(5)]
+    p.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    from curation.download.inputs import read_shard
+
+    specs, _, stats = _plan(p, samples_per_shard=4)
+    per_shard = [[r["doc_id"] for r in read_shard(s)] for s in specs]
+    assert stats["records"] == 15 and all(len(set(ids)) == len(ids) // 3 for ids in per_shard)
+    assert [r["url"] for r in _read_all(specs)] == [f"http://h/{d}/{k}.jpg" for d in range(5) for k in range(3)]
+
+
+def test_duplicate_uid_far_apart_is_refused_by_the_plan(tmp_path):
+    p = tmp_path / "dc.parquet"
+    uids = [f"u{i}" for i in range(500)] + ["u3"]
+    pq.write_table(pa.table({"uid": uids, "url": [f"http://h/{i}" for i in range(501)]}), p, row_group_size=50)
+    with pytest.raises(InputError, match=r"duplicate uid 'u3' \(rows 4 and 501\)"):
+        _plan(p, samples_per_shard=100)
+    q = tmp_path / "dc.jsonl"
+    q.write_text("\n".join(json.dumps({"uid": u, "url": "http://h/x"}) for u in ["a", "b", ""]))
+    with pytest.raises(InputError, match="row 3 has an empty 'uid'"):
+        _plan(q)

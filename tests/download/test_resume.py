@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +17,7 @@ from curation.download.stage import download
 
 from .server import FaultServer
 
-OPTS = dict(image_size=16, thread_count=2, samples_per_shard=4, processes_count=1, timeout=2.0,
+OPTS: dict[str, Any] = dict(image_size=16, thread_count=2, samples_per_shard=4, processes_count=1, timeout=2.0,
             allow_private_networks=["127.0.0.1/32"])
 
 DRIVER = """

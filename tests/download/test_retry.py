@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ from curation.io import Dataset
 
 from .server import FaultServer
 
-OPTS = dict(image_size=24, thread_count=2, timeout=1.0, request_deadline=2.0, samples_per_shard=4,
+OPTS: dict[str, Any] = dict(image_size=24, thread_count=2, timeout=1.0, request_deadline=2.0, samples_per_shard=4,
             allow_private_networks=["127.0.0.1/32"])
 
 

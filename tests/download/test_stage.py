@@ -1,6 +1,8 @@
 """The download stage end to end on local Ray against the loopback fault server."""
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,8 +17,8 @@ EXPECT = {"/img/1.png": "success", "/img/2.png": "success", "/404": "http_404", 
           "/text": "not_image", "/noai": "opted_out", "/private/3.png": "robots_disallowed",
           "/redir/4": "success", "/redir-private": "blocked_address", "/big": "too_large",
           "/bomb": "too_many_pixels", "/img/5.png": "success", "/drip": "timeout"}
-OPTS = dict(image_size=32, thread_count=4, timeout=1.0, request_deadline=1.5, max_bytes=200_000,
-            max_pixels=10_000_000, allow_private_networks=["127.0.0.1/32"], samples_per_shard=5)
+OPTS: dict[str, Any] = dict(image_size=32, thread_count=4, timeout=1.0, request_deadline=1.5, max_bytes=200_000,
+                            max_pixels=10_000_000, allow_private_networks=["127.0.0.1/32"], samples_per_shard=5)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,9 @@ def test_every_record_gets_one_row_with_its_status(ray_local, server, tmp_path):
     ok = [r for r in rows if r["status"] == "success"]
     assert len(ok) == sum(1 for v in EXPECT.values() if v == "success")
     assert sum(s["num_images"] for s in ds.shards) == len(ok)
-    from PIL import Image
     import io
+
+    from PIL import Image
     for r in ok:
         im = Image.open(io.BytesIO(ds.read_image(r)))
         assert im.size == (32, 32) and (r["width"], r["height"]) == (32, 32)

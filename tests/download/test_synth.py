@@ -15,10 +15,12 @@ def test_synth_corpus_statuses_match_truth(ray_local, tmp_path):
 
     corpus = tmp_path / "corpus"
     generate(corpus, samples=160, seed=3)
-    with SynthServer(corpus, stall_seconds=5) as srv:
+    # stalls (10 s) outlast the deadline (4 s) by far; the socket timeout leaves a loaded 2-core
+    # box room to answer the 500s and images in time (1 s once turned a 500 into a timeout there)
+    with SynthServer(corpus, stall_seconds=10) as srv:
         urls = write_url_list(corpus, srv.base_url, str(tmp_path / "urls.parquet"))
-        ds = download(urls, str(tmp_path / "ds"), image_size=32, thread_count=8, retries=2, timeout=1.0,
-                      request_deadline=3.0, max_bytes=2_000_000, samples_per_shard=1000,
+        ds = download(urls, str(tmp_path / "ds"), image_size=32, thread_count=8, retries=2, timeout=2.5,
+                      request_deadline=4.0, max_bytes=2_000_000, samples_per_shard=1000,
                       allow_private_networks=["127.0.0.1/32"])
         assert srv.robots_fetches == 1                      # once per host per task (one shard here)
     truth = {r["uid"]: r for r in pq.read_table(corpus / "truth.parquet").to_pylist()}

@@ -9,15 +9,16 @@ import pytest
 from curation.errors import ConfigError
 from curation.filters.stage import FilterStage
 from curation.io import Dataset
-from curation.runner.stage import StageContext
-from tests.score.helpers import drawn_image, row, write_dataset
+from curation.io.writer import VersionWriter
+from curation.stage import StageContext
+from tests.helpers import drawn_image, row, write_dataset
 
 SHARED = "click here to see more"  # boilerplate alt-text: 6 images per shard, 12 in all
 
 
 def _add_scores(ds: Dataset, scores: dict[str, float]) -> Dataset:
     """A v2 with clip_score (as the score stage would write), without running a model."""
-    vw = ds.new_version("score", {"test": True})
+    vw = VersionWriter(ds, "score", {"test": True})
     for sid in ds.shard_ids:
         t = ds.read_meta(sid)
         vals = [scores.get(u) for u in t.column("uid").to_pylist()]

@@ -82,7 +82,8 @@ def test_validate_detects_wrong_offsets(tmp_path):
     offs[0] = offs[0] + 1
     import pyarrow as pa
 
-    pq.write_table(t.set_column(t.column_names.index("tar_offset"), "tar_offset", pa.array(offs, pa.int64())), meta_path)
+    col = t.column_names.index("tar_offset")
+    pq.write_table(t.set_column(col, "tar_offset", pa.array(offs, pa.int64())), meta_path)
     code, out = run("validate", str(root))
     assert code == 2 and "do not address" in out
 

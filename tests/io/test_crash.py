@@ -38,6 +38,7 @@ def test_killed_writer_leaves_no_partial_shard(tmp_path):
     root = str(tmp_path / "ds")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen([sys.executable, "-c", WRITER, root, "slow"], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
     for line in proc.stdout:  # kill in the middle of shard 2
         if line.startswith("wrote 2 7"):
             proc.send_signal(signal.SIGKILL)

@@ -12,6 +12,7 @@ from PIL import Image
 from curation.errors import DatasetError, SchemaError
 from curation.io import Dataset, DatasetWriter
 from curation.io import format as fmt
+from curation.io.writer import VersionWriter
 from tests.helpers import jpeg_bytes, make_dataset
 
 
@@ -71,7 +72,7 @@ def test_tar_bytes_are_deterministic(tmp_path):
 def test_new_version_adds_columns_and_keeps_old(tmp_path):
     ds = make_dataset(str(tmp_path / "ds"))
     tar_before = (tmp_path / "ds" / "shards" / "000000.tar").read_bytes()
-    vw = ds.new_version("score", {"model": "x"})
+    vw = VersionWriter(ds, "score", {"model": "x"})
     for sid in vw.pending_shards():
         t = ds.read_meta(sid)
         vw.write_meta(sid, t.append_column("clip_score", pa.array(np.linspace(0, 1, t.num_rows), pa.float32())))
@@ -84,7 +85,7 @@ def test_new_version_adds_columns_and_keeps_old(tmp_path):
 
 def test_version_rows_must_match_parent(tmp_path):
     ds = make_dataset(str(tmp_path / "ds"))
-    vw = ds.new_version("bad", {})
+    vw = VersionWriter(ds, "bad", {})
     t = ds.read_meta(0)
     with pytest.raises(DatasetError, match="uids"):
         vw.write_meta(0, t.slice(1))
@@ -94,17 +95,17 @@ def test_version_rows_must_match_parent(tmp_path):
 
 def test_version_resume_and_changed_config(tmp_path):
     ds = make_dataset(str(tmp_path / "ds"))
-    vw = ds.new_version("score", {"a": 1})
+    vw = VersionWriter(ds, "score", {"a": 1})
     vw.write_meta(0, ds.read_meta(0))
-    again = Dataset(str(tmp_path / "ds")).new_version("score", {"a": 1})
+    again = VersionWriter(Dataset(str(tmp_path / "ds")), "score", {"a": 1})
     assert again.version == vw.version and again.pending_shards() == [1]  # resumed
-    other = Dataset(str(tmp_path / "ds")).new_version("score", {"a": 2})
+    other = VersionWriter(Dataset(str(tmp_path / "ds")), "score", {"a": 2})
     assert other.version != vw.version and other.pending_shards() == [0, 1]  # fresh number
 
 
 def test_embeddings_roundtrip(tmp_path):
     ds = make_dataset(str(tmp_path / "ds"), shards=1, per_shard=3, failures_per_shard=0)
-    vw = ds.new_version("score", {})
+    vw = VersionWriter(ds, "score", {})
     t = ds.read_meta(0)
     emb = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
     arr = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8)

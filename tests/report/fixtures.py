@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from curation.io import Dataset, DatasetWriter
+from curation.io.writer import VersionWriter
 
 N = 36
 PER_SHARD = 18
@@ -85,7 +86,7 @@ def write_dataset(root: str) -> Dataset:
     ds = w.commit(list(range(N // PER_SHARD)), stats={"stage": "download", "samples_in": N,
                   "samples_out": N - len(FAILED), "dropped": {"http_404": 2, "timeout": 1},
                   "shards": 2, "seconds": 4.0, "samples_per_s": 9.0})
-    vw = ds.new_version("filter", {"rule": "clip_score<0.28"})
+    vw = VersionWriter(ds, "filter", {"rule": "clip_score<0.28"})
     for sid in ds.shard_ids:
         t = ds.read_meta(sid)
         extra = {k: [] for k in ("clip_score", "clip_model", "dup_of", "dedup_reason", "synthetic_caption",

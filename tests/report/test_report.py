@@ -158,3 +158,17 @@ def test_cli_report(run_dir, truth_file, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"wrote {out}" in res.output
     assert '<section id="truth">' in _html(str(out))
+
+
+def test_report_never_loads_a_whole_metadata_table(run_dir, truth_file, tmp_path, monkeypatch):
+    """Counts are DuckDB aggregates and shown rows are bounded draws: the report must build
+    without ever materialising the metadata in Python (at 1B rows that table does not fit)."""
+    from curation.io import Dataset
+
+    def refuse(self, *a, **kw):
+        raise AssertionError("the report read a whole metadata table")
+
+    monkeypatch.setattr(Dataset, "read_meta", refuse)
+    out = build_report(run_dir, str(tmp_path / "r.html"), truth=truth_file, max_examples=4)
+    doc = _html(out)
+    assert 'class="absent"' not in _section(doc, "funnel") and 'class="absent"' not in _section(doc, "truth")

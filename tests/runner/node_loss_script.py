@@ -6,6 +6,7 @@ Run as a subprocess (Ray can be initialised once per process).
 import json
 import sys
 import threading
+import time
 
 import ray
 from ray.cluster_utils import Cluster
@@ -40,15 +41,13 @@ def progress(stage):
 
 
 rec = run_pipeline(pipeline(f"{tmp}/run1"), progress=progress)
-import time
-
 deadline = time.time() + 60  # the GCS notices the dead node after a heartbeat timeout
 while len(alive := [n for n in ray.nodes() if n["Alive"]]) > 2 and time.time() < deadline:
     time.sleep(1)
 interrupted = Dataset(f"{tmp}/run1/curated").read_meta(columns=["uid"]).column("uid").to_pylist()
 run_pipeline(pipeline(f"{tmp}/run2"))
 clean = Dataset(f"{tmp}/run2/curated").read_meta(columns=["uid"]).column("uid").to_pylist()
-open(f"{tmp}/result.json", "w").write(json.dumps({"killed": killed.is_set(), "alive_nodes": len(alive), "interrupted": interrupted,
-                  "clean": clean}))
+open(f"{tmp}/result.json", "w").write(json.dumps({"killed": killed.is_set(), "alive_nodes": len(alive),
+                                                  "interrupted": interrupted, "clean": clean}))
 ray.shutdown()
 cluster.shutdown()

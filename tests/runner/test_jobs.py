@@ -75,7 +75,7 @@ def test_submit_pipeline_as_ray_job(tmp_path, ray_head):
     r = subprocess.run([curate, "submit", str(path), "--address", ray_head, "--wait"],
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    job_id = [l for l in r.stdout.splitlines() if l.startswith("raysubmit_")][0]
+    job_id = [line for line in r.stdout.splitlines() if line.startswith("raysubmit_")][0]
     st = subprocess.run([curate, "status", job_id, "--address", ray_head], capture_output=True, text=True)
     assert st.stdout.strip() == "SUCCEEDED"
     logs = subprocess.run([curate, "logs", job_id, "--address", ray_head], capture_output=True, text=True)

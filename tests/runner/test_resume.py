@@ -87,11 +87,11 @@ def _snapshot(root: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.chaos
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    import torch
+
     from curation.models import load_clip, save_checkpoint
     from curation.synth import generate, write_url_list
     from curation.synth.server import SynthServer
-
-    import torch
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(load_clip("curation-tiny").model, "curation-tiny", str(tmp_path / "ckpt"))

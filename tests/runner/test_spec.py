@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from curation.errors import ConfigError
+from curation.reshard.stage import ReshardConfig
 from curation.runner.spec import apply_overrides, load_pipeline
 from tests.helpers import make_dataset
 
@@ -23,7 +24,8 @@ def doc(ds_root, tmp_path, **stage_cfg):
 
 def test_valid_pipeline(ds_root, tmp_path):
     p = load_pipeline(doc(ds_root, tmp_path))
-    assert p.stages[0].config.samples_per_shard == 3
+    cfg = p.stages[0].config
+    assert isinstance(cfg, ReshardConfig) and cfg.samples_per_shard == 3
     assert len(p.fingerprints()) == 1
 
 
@@ -62,7 +64,8 @@ def test_overrides(ds_root, tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc(ds_root, tmp_path)))
     p = load_pipeline(str(path), ["stages.0.config.samples_per_shard=7", "name=renamed"])
-    assert p.stages[0].config.samples_per_shard == 7 and p.name == "renamed"
+    cfg = p.stages[0].config
+    assert isinstance(cfg, ReshardConfig) and cfg.samples_per_shard == 7 and p.name == "renamed"
     with pytest.raises(ConfigError, match="not an index"):
         apply_overrides({"stages": []}, ["stages.3.config.x=1"])
     with pytest.raises(ConfigError, match="expected key.path=value"):

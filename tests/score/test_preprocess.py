@@ -10,7 +10,7 @@ from PIL import Image
 from curation.models import load_clip
 from curation.score.embed import ClipEmbedder
 from curation.score.preprocess import PixelPipeline, decode_batch_torch, resize_normalize
-from tests.score.helpers import drawn_image
+from tests.helpers import drawn_image
 
 
 def _pipe():
@@ -18,11 +18,17 @@ def _pipe():
     return clip, PixelPipeline.from_preprocess(clip.preprocess)
 
 
+def _pixels(pipe: PixelPipeline, data: bytes, draft: bool) -> np.ndarray:
+    arr, err = pipe.decode(data, draft=draft)
+    assert arr is not None, err
+    return arr
+
+
 def test_split_transform_is_bitwise_open_clip_preprocess():
     clip, pipe = _pipe()
     for data in (drawn_image(1, (300, 200)), drawn_image(2, (40, 40), "CMYK"), drawn_image(3, (33, 70), "P", "PNG")):
         arr, err = pipe.decode(data, draft=False)
-        assert err is None
+        assert err is None and arr is not None
         ref = clip.preprocess(Image.open(io.BytesIO(data)))
         assert torch.equal(pipe.to_tensor(arr[None])[0], ref)
 
@@ -30,11 +36,10 @@ def test_split_transform_is_bitwise_open_clip_preprocess():
 def test_draft_mode_close_and_exact_for_png():
     _, pipe = _pipe()
     jpg = drawn_image(4, (640, 480))
-    full, _ = pipe.decode(jpg, draft=False)
-    fast, _ = pipe.decode(jpg, draft=True)
+    full, fast = _pixels(pipe, jpg, False), _pixels(pipe, jpg, True)
     assert np.abs(full.astype(int) - fast.astype(int)).mean() < 6  # same picture, cheaper decode
     png = drawn_image(5, (640, 480), fmt="PNG")
-    assert np.array_equal(pipe.decode(png, True)[0], pipe.decode(png, False)[0])
+    assert np.array_equal(_pixels(pipe, png, True), _pixels(pipe, png, False))
 
 
 def test_torch_decode_path_on_cpu_matches_pil_path():
@@ -43,7 +48,7 @@ def test_torch_decode_path_on_cpu_matches_pil_path():
     dec = decode_batch_torch(datas, "cpu")
     assert dec[4].startswith("decode_error") and dec[5] == "not_jpeg"
     x = resize_normalize(dec[:4], pipe)
-    ref = torch.stack([pipe.to_tensor(pipe.decode(d, draft=False)[0][None])[0] for d in datas[:4]])
+    ref = torch.stack([pipe.to_tensor(_pixels(pipe, d, False)[None])[0] for d in datas[:4]])
     assert x.shape == ref.shape == (4, 3, 32, 32)
     assert (x - ref).abs().mean() < 0.05  # libjpeg-turbo vs Pillow + torch vs PIL bicubic
 
@@ -69,11 +74,12 @@ def test_fused_pil_path_is_bitwise_open_clip_for_many_shapes_and_modes():
     assert pipe.pil_transforms == [] and pipe.resize == 32  # plain numbers: read tasks need no torchvision
     assert b"torchvision" not in pickle.dumps(pipe)
     cases = [((1, 1), "RGB", "JPEG"), ((32, 32), "RGB", "PNG"), ((33, 32), "RGB", "JPEG"), ((31, 90), "L", "PNG"),
-             ((500, 37), "RGBA", "PNG"), ((64, 257), "P", "PNG"), ((123, 77), "CMYK", "JPEG"), ((2, 300), "RGB", "JPEG")]
+             ((500, 37), "RGBA", "PNG"), ((64, 257), "P", "PNG"), ((123, 77), "CMYK", "JPEG"),
+             ((2, 300), "RGB", "JPEG")]
     for i, (size, mode, fmt) in enumerate(cases):
         data = drawn_image(10 + i, size, mode, fmt)
         arr, err = pipe.decode(data, draft=False)
-        assert err is None, (size, mode)
+        assert err is None and arr is not None, (size, mode)
         ref = clip.preprocess(Image.open(io.BytesIO(data)))
         assert torch.equal(pipe.to_tensor(arr[None])[0], ref), (size, mode, fmt)
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from curation.errors import ConfigError
 from curation.models import load_clip, save_checkpoint
-from curation.runner.stage import StageContext
 from curation.score.stage import ScoreStage
-from tests.score.helpers import drawn_image, row, write_dataset
+from curation.stage import StageContext
+from tests.helpers import drawn_image, row, write_dataset
 
 LONG = " ".join(["word"] * 200)  # far past curation-tiny's 16-token context
 
@@ -147,6 +147,9 @@ def test_ray_executor_matches_local_and_open_clip(scored, checkpoint, tmp_path):
                           "device": "cpu", **extra})(ds, StageContext(output=str(root)))
         stats = out.manifest["history"][-1]["stats"]
         assert stats["executor"] == "ray" and stats["layout"] == ("fused" if exact else "split")
+        if not exact:  # the model actors committed both shards themselves, and left no parts behind
+            assert stats["split_commits"] == {"in_job": 2, "after_job": 0}
+            assert not os.path.exists(os.path.join(root, f"emb/v{out.version}/_parts"))
         got = {r["uid"]: r for r in out.read_meta().to_pylist()}
         assert got.keys() == want.keys()
         for uid, w in want.items():
@@ -160,3 +163,80 @@ def test_ray_executor_matches_local_and_open_clip(scored, checkpoint, tmp_path):
                 assert (g["score_error"] is None) == (w["score_error"] is None), uid
         for sid in out.shard_ids:
             assert out.read_embeddings(sid).column("uid").to_pylist() == out.read_meta(sid).column("uid").to_pylist()
+
+
+def _drop_last_member(tar_path: str) -> None:
+    """Rewrite a tar without its last sample's members (earlier offsets stay valid)."""
+    import tarfile
+
+    with tarfile.open(tar_path) as tf:
+        members = [(m, f.read()) for m in tf.getmembers() if (f := tf.extractfile(m)) is not None]
+    last = members[-1][0].name.split(".", 1)[0]
+    with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT) as tf:
+        for m, data in members:
+            if m.name.split(".", 1)[0] != last:
+                tf.addfile(m, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("extra", [{"executor": "local"}, {"executor": "ray"}, {"executor": "ray", "decode": "torch"}],
+                         ids=["local", "fused", "split"])
+def test_missing_tar_member_and_unscorable_shard_get_reasons(tmp_path, checkpoint, ray_local, extra):
+    """Every path: a row whose tar member is gone gets ``missing_image``; a shard with nothing
+    to score is still committed, all nulls, embeddings row-aligned."""
+    from curation.score.assemble import MISSING_IMAGE
+
+    ds = write_dataset(str(tmp_path / "ds"), [
+        [(row(f"x{i}", f"thing {i}"), drawn_image(i), "jpg") for i in range(3)],
+        [(row(f"y{i}", f"other {i}"), drawn_image(10 + i), "jpg") for i in range(2)],
+        [(row("z0", "gone", status="http_404"), None, "jpg"), (row("z1", "gone", status="timeout"), None, "jpg")]])
+    _drop_last_member(os.path.join(ds.root, "shards/000000.tar"))
+    out = ScoreStage({"model": "curation-tiny", "pretrained": checkpoint, "batch_size": 2, "draft": False,
+                      "device": "cpu", **extra})(ds, StageContext(output=ds.url))
+    rows = {r["uid"]: r for r in out.read_meta().to_pylist()}
+    assert rows["x2"]["score_error"] == MISSING_IMAGE and rows["x2"]["clip_score"] is None
+    assert rows["x2"]["clip_model"] == f"curation-tiny/{checkpoint}"
+    assert all(rows[u]["clip_score"] is not None and rows[u]["score_error"] is None for u in ("x0", "x1", "y0", "y1"))
+    assert all(rows[u]["clip_score"] is None and rows[u]["clip_model"] is None for u in ("z0", "z1"))
+    stats = out.manifest["history"][-1]["stats"]
+    assert stats["samples_out"] == 4 and stats["dropped"] == {"score_error": 1} and stats["samples_in"] == 7
+    for sid in out.shard_ids:
+        emb = out.read_embeddings(sid)
+        assert emb.column("uid").to_pylist() == out.read_meta(sid).column("uid").to_pylist()
+    if extra.get("decode") == "torch":
+        assert stats["split_commits"] == {"in_job": 1, "after_job": 2}  # shard 0 never completes in the job
+
+
+def test_killed_run_resumes_committed_shards_even_with_new_execution_settings(tmp_path, checkpoint, ray_local):
+    """A run killed after committing shard 0 (simulated: parent manifest back, shard 1's files
+    gone) resumes: shard 0 is not recomputed, even with another batch size, and the result
+    equals an uninterrupted run's."""
+    import json
+    import shutil
+
+    from curation.io import Dataset
+
+    shards = [[(row(f"r{s}_{i}", f"thing {s} {i}"), drawn_image(s * 10 + i), "jpg") for i in range(3)]
+              for s in range(2)]
+    src = write_dataset(str(tmp_path / "a"), shards)
+    shutil.copytree(src.root, tmp_path / "b")
+    cfg = {"model": "curation-tiny", "pretrained": checkpoint, "batch_size": 4, "draft": False, "device": "cpu",
+           "executor": "local"}
+    want = ScoreStage(cfg)(src, StageContext(output=src.url))
+    b = Dataset(str(tmp_path / "b"))
+    parent_manifest = (tmp_path / "b" / "manifest.json").read_bytes()
+    first = ScoreStage(cfg)(b, StageContext(output=b.url))
+    v = first.version
+    (tmp_path / "b" / "manifest.json").write_bytes(parent_manifest)
+    for rel in (f"meta/v{v}/000001.parquet", f"emb/v{v}/000001.parquet", f"meta/v{v}/_records/000001.json"):
+        p = tmp_path / "b" / rel
+        if p.exists():
+            p.unlink()
+    kept = (tmp_path / "b" / f"meta/v{v}/000000.parquet").stat().st_mtime_ns
+    again = ScoreStage({**cfg, "batch_size": 2})(Dataset(str(tmp_path / "b")), StageContext(output=b.url))
+    assert again.version == v
+    assert (tmp_path / "b" / f"meta/v{v}/000000.parquet").stat().st_mtime_ns == kept
+    assert again.read_meta().to_pylist() == want.read_meta().to_pylist()
+    assert again.read_embeddings().to_pylist() == want.read_embeddings().to_pylist()
+    stats = again.manifest["history"][-1]["stats"]
+    assert stats["resumed_shards"] == 1 and stats["samples_out"] == 6  # the resumed shard's stats are kept
+    assert json.loads(json.dumps(stats))["dropped"] == {}

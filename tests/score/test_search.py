@@ -6,11 +6,11 @@ import io
 import pytest
 
 from curation.errors import ConfigError
-from curation.runner.stage import StageContext
 from curation.score.search import parse_model_label, search
 from curation.score.stage import ScoreStage
+from curation.stage import StageContext
 from curation.synth.scenes import Scene, render_scene
-from tests.score.helpers import row, write_dataset
+from tests.helpers import row, write_dataset
 
 COLORS, SHAPES = ("red", "blue", "green", "yellow"), ("circle", "square")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+from typing import Any
 
 import pytest
-import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import start_processes
 
-from tests.stream.helpers import make_dataset
+from tests.helpers import make_stream_dataset as make_dataset
 
 
 def _free_port() -> int:
@@ -29,9 +30,9 @@ def _worker(rank: int, world: int, port: int, url: str, out: str) -> None:
     try:
         sd = StreamingDataset(url, batch_size=4, seed=11)  # rank/world_size from torch.distributed
         batches = [b["uid"] for b in StreamingDataLoader(sd, num_workers=0)]
-        counts = [None] * world
+        counts: list[Any] = [None] * world
         dist.all_gather_object(counts, len(batches))
-        everything = [None] * world
+        everything: list[Any] = [None] * world
         dist.all_gather_object(everything, [u for b in batches for u in b])
         dist.barrier()
         if rank == 0:
@@ -46,7 +47,7 @@ def test_ddp_two_ranks_one_epoch_exactly_once(tmp_path):
     ds = make_dataset(str(tmp_path / "ds"), [13, 8, 17], failed_every=7)
     out = str(tmp_path / "result.json")
     # fork: the children inherit the imported torch (spawn re-imports it: slow on 2 cores)
-    mp.start_processes(_worker, args=(2, _free_port(), ds.url, out), nprocs=2, join=True, start_method="fork")
+    start_processes(_worker, args=(2, _free_port(), ds.url, out), nprocs=2, join=True, start_method="fork")
     result = json.load(open(out))
     images = [r["uid"] for r in ds.read_meta().to_pylist() if r["tar_offset"] is not None]
     assert result["counts"][0] == result["counts"][1] == len(images) // 8

@@ -9,7 +9,7 @@ import torch
 
 from curation.errors import ConfigError
 from curation.stream import StreamingDataLoader, StreamingDataset
-from tests.stream.helpers import make_dataset
+from tests.helpers import make_stream_dataset as make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,25 @@ def test_undecoded_mode_hands_out_the_stored_bytes(ds):
     for s in sd:
         assert s["image"].dtype == torch.uint8 and s["image"].dim() == 1
         assert bytes(s["image"].numpy()) == ds.read_image(rows[s["uid"]])
+
+
+def test_index_reads_only_the_columns_it_needs(ds, monkeypatch):
+    """A rank's index loads positions, carried columns and the predicate's columns, not the
+    whole metadata table (at 1B rows every extra column is gigabytes per rank)."""
+    from curation.io import Dataset
+
+    read: list = []
+    real = Dataset._read_parquet
+
+    def spy(self, path, columns):
+        read.append(columns)
+        return real(self, path, columns)
+
+    monkeypatch.setattr(Dataset, "_read_parquet", spy)
+    sd = StreamingDataset(ds, where="clip_score >= 0.3 AND \"SLICE\" <> 's2'", columns=["width"])
+    assert len(sd.sources[0]) > 0 and read
+    assert all(set(c) == {"shard", "tar_offset", "tar_size", "uid", "caption", "width", "clip_score", "slice"}
+               for c in read)
+    read.clear()
+    StreamingDataset(ds, where="COLUMNS('clip.*') >= 0.3")  # a column pattern: every column is read
+    assert read and all(c is None for c in read)

@@ -43,6 +43,7 @@ def test_serve_until_interrupted(corpus):
     code = "import typer; from curation.synth.commands import serve; typer.run(serve)"
     proc = subprocess.Popen([sys.executable, "-c", code, str(root), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving ") and " at http://127.0.0.1:" in line, line + proc.stderr.read()

@@ -5,6 +5,7 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,7 +29,7 @@ def all_files(root: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    kw = dict(samples=120, seed_samples=12, eval_per_slice=3)
+    kw: dict[str, Any] = dict(samples=120, seed_samples=12, eval_per_slice=3)
     generate(tmp_path / "a", seed=5, **kw)
     generate(tmp_path / "b", seed=5, **kw)
     generate(tmp_path / "c", seed=6, **kw)

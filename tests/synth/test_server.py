@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from curation.synth import SynthError, SynthServer, write_url_list
 from curation.synth.noise import NOAI_VARIANTS, OVERSIZE_BYTES
@@ -23,6 +23,7 @@ from curation.synth.noise import NOAI_VARIANTS, OVERSIZE_BYTES
 def get(url: str, timeout: float = 10.0) -> tuple[int, dict, bytes]:
     """One GET without following redirects."""
     u = urlsplit(url)
+    assert u.hostname is not None, url
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
         conn.request("GET", u.path)
@@ -78,7 +79,7 @@ def test_not_image_bodies(served):
         status, headers, body = get(url(r))
         assert status == 200 and body.startswith(b"<!DOCTYPE html>")
         assert headers["content-type"] == routes[urlsplit(r["url"]).path]["content_type"]
-        with pytest.raises(Exception):
+        with pytest.raises(UnidentifiedImageError):
             Image.open(io.BytesIO(body))
 
 

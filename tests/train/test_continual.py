@@ -21,7 +21,8 @@ from tests.train.scenes import write_sliced, write_sliced_dataset
 def _spec(tmp_path, out):
     data = write_sliced(str(tmp_path / "train.parquet"), 32)
     return {"out": str(out), "eval_dataset": data, "steps_per_slice": 4, "batch_size": 16, "checkpoint_every": 2,
-            "warmup_steps": 1, "slices": [{"name": n, "dataset": data, "where": f"slice = '{n}'"} for n in ("s1", "s2")],
+            "warmup_steps": 1,
+            "slices": [{"name": n, "dataset": data, "where": f"slice = '{n}'"} for n in ("s1", "s2")],
             "replay": {"policy": "all"}, "loss": {"modx_alpha": 1.0}, "seed": 5}
 
 
@@ -89,7 +90,8 @@ def test_curated_dataset_streams_and_resume_after_kill_equals_uninterrupted_run(
 
     ds = write_sliced_dataset(str(tmp_path / "ds"), 48)
     spec = {"out": str(tmp_path / "whole"), "steps_per_slice": 6, "batch_size": 16, "checkpoint_every": 3,
-            "warmup_steps": 1, "slices": [{"name": n, "dataset": ds.url, "where": f"slice = '{n}'"} for n in ("s1", "s2")],
+            "warmup_steps": 1,
+            "slices": [{"name": n, "dataset": ds.url, "where": f"slice = '{n}'"} for n in ("s1", "s2")],
             "replay": {"policy": "exp", "budget_samples": 24}, "loss": {"modx_alpha": 1.0}, "seed": 3}
     streamed: list[list[str]] = []
     real = sdm.StreamingDataset.iter_batches

@@ -1,0 +1,1 @@
+"""Tests of curation.io: the dataset format, writers, readers, query, validate, and the io CLI."""
