@@ -66,7 +66,12 @@ class Job:
 
 def shard_embeddings(ds, shard_id: int, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(n x d float32, has-embedding mask) of one shard, joined on uid (as the reference does)."""
-    t = ds.read_embeddings(shard_id, columns=["uid", "image_emb"])
+    return align_embeddings(ds.read_embeddings(shard_id, columns=["uid", "image_emb"]), uids)
+
+
+def align_embeddings(t, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n x d float32, has-embedding mask) of an ``uid, image_emb`` table joined on ``uids``;
+    null or non-finite vectors count as missing (zeros in the matrix)."""
     col = t.column("image_emb").combine_chunks()
     d = col.type.list_size
     flat = col.values.slice(col.offset * d, len(col) * d).to_numpy(zero_copy_only=False)

@@ -38,19 +38,9 @@ class DedupResult:
 
 def read_embeddings_aligned(ds: Dataset, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(matrix n x d, has-embedding mask) aligned with ``uids`` (joined on uid)."""
-    t = ds.read_embeddings(columns=["uid", "image_emb"])
-    col = t.column("image_emb").combine_chunks()
-    d = col.type.list_size
-    flat = col.values.slice(col.offset * d, len(col) * d).to_numpy(zero_copy_only=False)
-    emb = np.asarray(flat, dtype=np.float32).reshape(len(col), d)
-    valid = col.is_valid().to_numpy(zero_copy_only=False) & np.isfinite(emb).all(1)
-    pos = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
-    rows = np.array([pos.get(u, -1) for u in uids], dtype=np.int64)
-    has = rows >= 0
-    has[has] = valid[rows[has]]
-    out = np.zeros((len(uids), d), dtype=np.float32)
-    out[has] = emb[rows[has]]
-    return out, has
+    from curation.dedup.exact import align_embeddings
+
+    return align_embeddings(ds.read_embeddings(columns=["uid", "image_emb"]), uids)
 
 
 def compute_phashes(ds: Dataset, existing: list[str | None] | None, uids: list[str],
