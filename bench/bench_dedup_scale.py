@@ -1,11 +1,14 @@
 """Distributed dedup at size: driver peak RSS and seconds, metadata-only synthetic datasets.
 
 usage: python bench/bench_dedup_scale.py [--sizes 100000,1000000] [--methods exact,phash] [--dim 0|512]
-                                         [--reference] [--root /tmp/bench_dedup]
+                                         [--flat 0.05] [--reference] [--root /tmp/bench_dedup]
 
 Each dataset holds stored sha256 and pHash columns (5 % exact copies, 5 % near copies 1-3
 bits away) and, with ``--dim``, clustered unit embeddings (1000 centres, 5 % near copies),
 written directly (no tars), so the numbers are the dedup decision and write-out alone.
+``--flat F`` makes a fraction F of the rows "flat images": distinct bytes (sha256) whose
+pHash is one of three codes (0, all ones, one mid-grey-like value), as real crawls have.
+The table gives the pHash candidate pairs (code pairs whose Hamming distance was computed).
 Every measurement runs in a fresh process: ``peak_rss_mb`` is that driver's
 ``VmHWM`` (Ray workers are other processes). ``--reference`` also runs the
 single-process implementation for comparison.
@@ -23,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make(path: str, n: int, dim: int, per_shard: int = 10_000, seed: int = 0) -> None:
+def make(path: str, n: int, dim: int, per_shard: int = 10_000, seed: int = 0, flat: float = 0.0) -> None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -37,14 +40,18 @@ def make(path: str, n: int, dim: int, per_shard: int = 10_000, seed: int = 0) ->
     n_exact, n_near = n // 20, n // 20
     base = n - n_exact - n_near
     codes = rng.integers(0, 2**63, base, dtype=np.int64).astype(np.uint64) * np.uint64(2)
-    shas = [f"{v:064x}" for v in rng.integers(0, 2**62, base)]
+    shas = [rng.bytes(32).hex() for _ in range(base)]  # uniform like real sha256 (spread over partitions)
     src_e = rng.integers(0, base, n_exact)
     src_n = rng.integers(0, base, n_near)
     flips = np.zeros(n_near, dtype=np.uint64)
     for _ in range(3):
         flips |= np.uint64(1) << rng.integers(0, 64, n_near).astype(np.uint64)
+    if flat:  # flat images: base rows (unique bytes) whose pHash is one of three codes
+        rows = rng.choice(base, int(flat * n), replace=False)
+        flat_codes = np.array([0, 2**64 - 1, 0x8000_0000_0000_0000], dtype=np.uint64)
+        codes[rows] = flat_codes[rng.integers(0, 3, len(rows))]
     all_codes = np.concatenate([codes, codes[src_e], codes[src_n] ^ flips])
-    all_sha = shas + [shas[i] for i in src_e] + [f"{v:064x}" for v in rng.integers(0, 2**62, n_near)]
+    all_sha = shas + [shas[i] for i in src_e] + [rng.bytes(32).hex() for _ in range(n_near)]
     order = rng.permutation(n)
     uids = [f"s{i:09d}" for i in range(n)]
     emb = None
@@ -118,8 +125,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--methods", default="exact,phash")
     ap.add_argument("--dim", type=int, default=0)
+    ap.add_argument("--flat", type=float, default=0.0, help="fraction of rows with one of 3 flat-image pHashes")
     ap.add_argument("--reference", action="store_true")
-    ap.add_argument("--root", default="/tmp/bench_dedup")
+    ap.add_argument("--root", default="/tmp/bench_dedup2")  # 2: sha256 values changed (uniform now)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--ref-run", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -129,9 +137,9 @@ def main() -> None:
         return
     rows = []
     for n in (int(s) for s in a.sizes.split(",")):
-        path = os.path.join(a.root, f"n{n}-d{a.dim}")
+        path = os.path.join(a.root, f"n{n}-d{a.dim}" + (f"-f{a.flat:g}" if a.flat else ""))
         t = time.perf_counter()
-        make(path, n, a.dim)
+        make(path, n, a.dim, flat=a.flat)
         print(f"dataset {path}: {time.perf_counter() - t:.0f}s", file=sys.stderr)
         for ref in ([False, True] if a.reference else [False]):
             reset(path)
@@ -141,14 +149,21 @@ def main() -> None:
                 print(p.stderr[-3000:], file=sys.stderr)
                 continue
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            r.update(rows=n, impl="reference" if ref else "distributed", methods=a.methods)
+            r.update(rows=n, impl="reference" if ref else "distributed", methods=a.methods, flat=a.flat,
+                     load=" ".join(f"{v:.1f}" for v in os.getloadavg()))
             rows.append(r)
             print(json.dumps(r), flush=True)
         reset(path)
-    print("| impl | methods | rows | seconds | driver peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    print("| impl | methods | rows | flat | seconds | pHash s | pHash candidates | driver peak RSS (MB) | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['impl']} | {r['methods']} | {r['rows']:,} | {r['seconds']} | {r['peak_rss_mb']} |")
+        st = r["stats"]
+        cand = st.get("phash_candidates", "-")
+        ph = st.get("timings_s", {}).get("phash", st.get("timings_s", {}).get("phash_search", "-"))
+        print(f"| {r['impl']} | {r['methods']} | {r['rows']:,} | {r['flat']:g} | {r['seconds']} | {ph} | "
+              f"{cand:,} | {r['peak_rss_mb']} | {r['load']} |" if isinstance(cand, int) else
+              f"| {r['impl']} | {r['methods']} | {r['rows']:,} | {r['flat']:g} | {r['seconds']} | {ph} | {cand} | "
+              f"{r['peak_rss_mb']} | {r['load']} |")
 
 
 if __name__ == "__main__":

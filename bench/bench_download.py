@@ -18,7 +18,7 @@ clean corpus's bytes (fetch over loopback, decode, resize, encode, pHash, sha256
 writing) and each tool's start-up, which is where the difference comes from.
 
     python bench/bench_download.py                    # 10,000 URLs, 2 processes x 32 threads, 256 px
-    python bench/bench_download.py --without-pdq --polite --phases   # what RESULTS.md "Download" reports
+    python bench/bench_download.py --without-pdq --phases   # + pdq: false, per-step costs (RESULTS "Download")
     python bench/bench_download.py --urls 2000 --repeat 1 --synth-samples 0 --phases
 """
 from __future__ import annotations

@@ -117,37 +117,106 @@ def _prepared_shard(args: tuple[str, int, int, int, float, int]) -> int:
     return sid
 
 
-def write_prepared(work: str, rows: int, dup: float, procs: int, dim: int = 128) -> float:
-    """``work/ds``: version 1 as ingest writes it, version 2 as score writes it."""
+def _prepared_score(args: tuple[str, int, str, int, int]) -> int:
+    """Score version of shard ``sid`` as the score stage leaves it: random ``clip_score`` and unit
+    embeddings (seeded by the shard), written by this worker into the driver's version."""
     import numpy as np
     import pyarrow as pa
 
-    from curation.io import DatasetWriter
+    from curation.io import Dataset
     from curation.io.writer import VersionWriter
     from curation.score.assemble import fixed_list
 
+    root, version, run_id, sid, dim = args
+    ds = Dataset(root)
+    vw = VersionWriter.attach(ds, version, run_id)
+    meta = ds.read_meta(sid)
+    n = meta.num_rows
+    rng = np.random.default_rng(10_000 + sid)
+    v = rng.normal(size=(2, n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    meta = (meta.append_column("clip_score", pa.array(rng.normal(0.25, 0.05, n).astype(np.float32)))
+            .append_column("clip_model", pa.array(["prepared"] * n))
+            .append_column("score_error", pa.nulls(n, pa.string())))
+    vw.write_embeddings(sid, pa.table({"uid": meta.column("uid"), "image_emb": fixed_list(list(v[0]), dim),
+                                       "text_emb": fixed_list(list(v[1]), dim)}), model="prepared")
+    vw.write_meta(sid, meta)
+    return sid
+
+
+PREPARED = "prepared.json"          # in --work: what was prepared (rows, dup fraction, dim)
+PREPARED_MANIFEST = "manifest.prepared.json"  # in work/ds: the manifest right after preparation
+PREPARED_FORMAT = 1                 # bump when the prepared data's layout or content changes
+
+
+def write_prepared(work: str, rows: int, dup: float, procs: int, dim: int = 128) -> float:
+    """``work/ds``: version 1 as ingest writes it, version 2 as score writes it; both written
+    by worker processes. Records itself in ``work/prepared.json`` so a later run can reuse it."""
+    from curation.io import DatasetWriter
+    from curation.io.writer import VersionWriter
+
     t0 = time.perf_counter()
     root = os.path.join(work, "ds")
+    if os.path.exists(root):
+        shutil.rmtree(root)  # an unfinished or different preparation
     w = DatasetWriter(root, stage="download", config={"bench": "prepared", "rows": rows})
     jobs = [(root, t, s, min(rows, s + PER_TAR), dup, dim) for t, s in enumerate(range(0, rows, PER_TAR))]
     with ProcessPoolExecutor(procs) as ex:
         ids = list(ex.map(_prepared_shard, jobs))
-    ds = w.commit(ids)
-    vw = VersionWriter(ds, "score", {"bench": "prepared"})
-    for sid in ds.shard_ids:
-        meta = ds.read_meta(sid)
-        n = meta.num_rows
-        rng = np.random.default_rng(10_000 + sid)
-        v = rng.normal(size=(2, n, dim)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=-1, keepdims=True)
-        meta = (meta.append_column("clip_score", pa.array(rng.normal(0.25, 0.05, n).astype(np.float32)))
-                .append_column("clip_model", pa.array(["prepared"] * n))
-                .append_column("score_error", pa.nulls(n, pa.string())))
-        vw.write_embeddings(sid, pa.table({"uid": meta.column("uid"), "image_emb": fixed_list(list(v[0]), dim),
-                                           "text_emb": fixed_list(list(v[1]), dim)}), model="prepared")
-        vw.write_meta(sid, meta)
-    vw.commit()
-    return time.perf_counter() - t0
+        ds = w.commit(ids)
+        vw = VersionWriter(ds, "score", {"bench": "prepared"})
+        list(ex.map(_prepared_score, [(root, vw.version, vw.run_id, sid, dim) for sid in ds.shard_ids]))
+    vw.commit(embeddings={"version": vw.version, "dim": dim, "model": "prepared"})
+    shutil.copy(os.path.join(root, "manifest.json"), os.path.join(root, PREPARED_MANIFEST))
+    seconds = time.perf_counter() - t0
+    info = {"format": PREPARED_FORMAT, "rows": rows, "dup_fraction": dup, "dim": dim, "per_tar": PER_TAR,
+            "seconds": round(seconds, 1), "disk_gb": round(_du(root) / 1e9, 2)}
+    with open(os.path.join(work, PREPARED), "w") as f:
+        json.dump(info, f)
+    return seconds
+
+
+def prepared_info(work: str) -> dict | None:
+    try:
+        with open(os.path.join(work, PREPARED)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def reset_prepared(work: str) -> None:
+    """Put ``work/ds`` back to the state preparation left (drop the versions, tars and output
+    of earlier measured runs), so every run measures the same work."""
+    root = os.path.join(work, "ds")
+    with open(os.path.join(root, PREPARED_MANIFEST)) as f:
+        m = json.load(f)
+    keep = {int(h["version"]) for h in m["history"]}
+    for sub in ("meta", "emb"):
+        d = os.path.join(root, sub)
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            if not (name.startswith("v") and name[1:].isdigit() and int(name[1:]) in keep):
+                shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+    tars = {os.path.basename(s["tar"]) for s in m["shards"]}
+    for name in os.listdir(os.path.join(root, "shards")):
+        if name not in tars:
+            os.remove(os.path.join(root, "shards", name))
+    for name in ("_lease.json",):  # a killed run's lease would otherwise hold the dataset for its TTL
+        if os.path.exists(os.path.join(root, name)):
+            os.remove(os.path.join(root, name))
+    shutil.copy(os.path.join(root, PREPARED_MANIFEST), os.path.join(root, ".manifest.reset.tmp"))
+    os.replace(os.path.join(root, ".manifest.reset.tmp"), os.path.join(root, "manifest.json"))
+    shutil.rmtree(os.path.join(work, "curated"), ignore_errors=True)
+
+
+def _du(path: str) -> int:
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
 
 
 # -- one stage, in a fresh process ------------------------------------------------------------
@@ -226,10 +295,13 @@ def measure(name: str, work: str, cpus: int, sample_s: float) -> dict:
     p = subprocess.Popen(cmd, env=env)
     peak: dict[str, float] = {"driver": 0.0, "worker": 0.0, "ray_system": 0.0}
     worst: dict[str, str] = {}
+    free0 = low = shutil.disk_usage(work).free
+    load0 = os.getloadavg()[0]
     while p.poll() is None:
         for kind, rss, label in _tree(p.pid):
             if rss > peak[kind]:
                 peak[kind], worst[kind] = rss, label
+        low = min(low, shutil.disk_usage(work).free)
         time.sleep(sample_s)
     if p.returncode != 0:
         raise SystemExit(f"stage {name} failed (exit {p.returncode})")
@@ -239,6 +311,8 @@ def measure(name: str, work: str, cpus: int, sample_s: float) -> dict:
     res["worker_peak_mb"] = round(peak["worker"], 1)
     res["ray_system_peak_mb"] = round(peak["ray_system"], 1)
     res["worker_peak_is"] = worst.get("worker", "")
+    res["disk_peak_gb"] = round((free0 - low) / 1e9, 2)  # filesystem-wide: other writers count too
+    res["load_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     res["s_per_m_rows"] = round(res["seconds"] / max(res["rows"], 1) * 1e6, 1)
     return res
 
@@ -292,6 +366,12 @@ def main() -> None:
     ap.add_argument("--prepared", action="store_true",
                     help="write the scored dataset directly (random scores/embeddings) instead of running "
                          "ingest + score; only dedup, filter, reshard, stream are then measured")
+    ap.add_argument("--dim", type=int, default=128, help="embedding dimension of --prepared data")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="with --work: write the --prepared dataset there (or keep a matching one) and stop")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --work: measure on the --prepared dataset already there (reset to its "
+                         "prepared state first); fail if there is none for these --rows/--dup-fraction/--dim")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--run-stage", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -301,15 +381,33 @@ def main() -> None:
         with open(a.result, "w") as f:
             json.dump(res, f)
         return
+    if (a.prepare_only or a.reuse) and not a.work:
+        raise SystemExit("--prepare-only and --reuse need --work DIR (the folder that keeps the prepared data)")
+    a.prepared = a.prepared or a.prepare_only or a.reuse
     work = a.work or tempfile.mkdtemp(prefix="bench-scale-")
     try:
         if a.prepared:
-            t_in = write_prepared(work, a.rows, a.dup_fraction, a.cpus)
+            info = prepared_info(work)
+            want = {"format": PREPARED_FORMAT, "rows": a.rows, "dup_fraction": a.dup_fraction, "dim": a.dim,
+                    "per_tar": PER_TAR}
+            if info is not None and all(info.get(k) == v for k, v in want.items()):
+                reset_prepared(work)
+                print(f"input: {a.rows} rows, prepared data reused from {work} "
+                      f"(prepared in {info['seconds']:.0f}s, {info['disk_gb']} GB)", flush=True)
+            elif a.reuse:
+                raise SystemExit(f"--reuse: {work} holds no prepared data for {want} (it has {info}); "
+                                 "run with --prepare-only first")
+            else:
+                t_in = write_prepared(work, a.rows, a.dup_fraction, a.cpus, a.dim)
+                info = prepared_info(work) or {}
+                print(f"input: {a.rows} rows ({t_in:.0f}s, prepared, {info.get('disk_gb')} GB)", flush=True)
+            if a.prepare_only:
+                return
             stages = [s for s in a.stages.split(",") if s not in ("ingest", "score")]
         else:
             t_in = write_input(os.path.join(work, "input"), a.rows, a.dup_fraction, a.cpus)
             stages = a.stages.split(",")
-        print(f"input: {a.rows} rows ({t_in:.0f}s{', prepared' if a.prepared else ''})", flush=True)
+            print(f"input: {a.rows} rows ({t_in:.0f}s)", flush=True)
         load0 = os.getloadavg()[0]
         results = []
         for name in stages:
@@ -317,10 +415,11 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
         load1 = os.getloadavg()[0]
         print(f"\nrows={a.rows} cpus={a.cpus} load avg (1 min) before/after: {load0:.2f}/{load1:.2f}")
-        print(f"{'stage':<8} {'seconds':>8} {'s/M rows':>9} {'driver MB':>10} {'worker MB':>10} {'ray sys MB':>10}")
+        print(f"{'stage':<8} {'seconds':>8} {'s/M rows':>9} {'driver MB':>10} {'worker MB':>10} {'ray sys MB':>10} "
+              f"{'disk GB':>8}")
         for r in results:
             print(f"{r['stage']:<8} {r['seconds']:>8.1f} {r['s_per_m_rows']:>9.1f} {r['driver_peak_mb']:>10.0f} "
-                  f"{r['worker_peak_mb']:>10.0f} {r['ray_system_peak_mb']:>10.0f}")
+                  f"{r['worker_peak_mb']:>10.0f} {r['ray_system_peak_mb']:>10.0f} {r['disk_peak_gb']:>8.2f}")
         summary = {"rows": a.rows, "cpus": a.cpus, "load": [load0, load1], "stages": results}
         print(json.dumps(summary))
         if a.json:

@@ -7,9 +7,10 @@ only for captions that say nothing about left/right or up/down.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is handled: configs use Views without it
+    import torch
 
 Views = Literal["none", "flip", "dihedral"]
 
@@ -17,6 +18,8 @@ Views = Literal["none", "flip", "dihedral"]
 def random_dihedral(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each image of ``[B, C, H, W]`` under one of the 8 symmetries of the square, drawn from
     ``gen`` (a random horizontal flip, vertical flip and, for square images, transpose)."""
+    import torch
+
     for dims in ((3,), (2,)):
         pick = torch.rand(images.shape[0], generator=gen) < 0.5
         images = torch.where(pick[:, None, None, None], images.flip(dims), images)

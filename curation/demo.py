@@ -3,7 +3,9 @@
 1. draw the synthetic noisy web corpus (+ ground truth) and serve it on 127.0.0.1;
 2. train the small filter CLIP on the clean seed set (the Data-Filtering-Network idea);
 3. run the packaged ``curation/pipelines/demo.yaml``: download -> score -> dedup -> caption ->
-   filter -> reshard (the download runs while the filter CLIP trains: it needs no model);
+   filter -> reshard (the download runs while the filter CLIP trains: it needs no model); the
+   CLIP threshold of caption mixing and filtering is the split of this run's own scores
+   (:func:`mismatch_threshold`, computed after the score stage);
 4. stream the curated output into a short continual run over the time slices;
 5. write the HTML report and print the summary: records in, kept, removed by reason, and
    precision/recall of each removal kind against the ground truth.
@@ -28,9 +30,12 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-# the seed CLIP's operating point on the synthetic corpus: a sweep of the raw-caption score on
-# the 2000-record demo gave P/R 0.96/0.75 at 0.25, 0.89/0.86 at 0.4, 0.83/0.91 at 0.5
+# the pipeline file's CLIP threshold (caption mixing + filter), for `curate run` by hand. The demo
+# replaces it by the split of this run's own scores (mismatch_threshold), so the operating point
+# follows the trained filter CLIP (a shorter --seed-steps, another seed) instead of one number
 DEMO_THRESHOLD = 0.4
+# fewer scored records than this: too few to split, the pipeline's threshold is kept
+MIN_SCORES_TO_SPLIT = 50
 # the filter CLIP's architecture (models.TINY_CONFIGS): a small ResNet tower, trained with the
 # square's 8 symmetries as augmentation (the synthetic scenes have no orientation)
 FILTER_MODEL = "curation-tiny-rn"
@@ -112,6 +117,42 @@ def filter_clip(corpus: str, checkpoint: str, steps: int, seed: int, use_cache: 
         except OSError as e:  # a read-only home must not fail the demo
             console.print(f"note: could not cache the filter CLIP ({e})")
     return "trained"
+
+
+def mismatch_threshold(scores: list[float]) -> float:
+    """The CLIP score that best splits ``scores`` in two groups (Otsu's method, exact on the
+    sorted scores): the cut maximising the between-group variance ``w0 w1 (m0 - m1)^2``.
+
+    The raw-caption scores of a crawl are bimodal, true captions near the top and unrelated
+    ones near zero; the cut between the modes is the operating point of the mismatch filter. It
+    uses no labels and nothing of the scorecard: only the scores the pipeline computed.
+    Returns the midpoint between the two scores at the cut.
+    """
+    import numpy as np
+
+    x = np.sort(np.asarray([v for v in scores if v == v], dtype=np.float64))  # NaN: not scored
+    if len(x) < 2 or x[0] == x[-1]:
+        raise ValueError(f"mismatch_threshold: need at least two distinct scores (got {len(x)})")
+    n = len(x)
+    k = np.arange(1, n)                        # group 0 = x[:k]
+    c = np.cumsum(x)[:-1]
+    m0, m1 = c / k, (x.sum() - c) / (n - k)
+    between = k * (n - k) * (m0 - m1) ** 2
+    between[x[1:] == x[:-1]] = -1.0            # never cut between equal scores
+    i = int(np.argmax(between))
+    return float((x[i] + x[i + 1]) / 2)
+
+
+def scored_threshold(run_dir: str) -> tuple[float, int]:
+    """(mismatch threshold of this run's raw-caption CLIP scores, how many scores it split);
+    the pipeline's threshold when too few records were scored to split."""
+    from curation.io import Dataset
+
+    ds = Dataset(os.path.join(run_dir, "dataset"))
+    scores = [v for v in ds.read_meta(columns=["clip_score"]).column("clip_score").to_pylist() if v is not None]
+    if len(scores) < MIN_SCORES_TO_SPLIT or len(set(scores)) < 2:
+        return DEMO_THRESHOLD, len(scores)
+    return round(mismatch_threshold(scores), 3), len(scores)
 
 
 def demo_pipeline(urls: str, run_dir: str, checkpoint: str, overrides: list[str]) -> Any:
@@ -263,22 +304,28 @@ def demo(out: str = typer.Option("out/demo", "--out", help="where everything is 
         console.print(f"serving the corpus at {server.base_url} (loopback only)")
         urls = write_url_list_with_slices(corpus, server.base_url, os.path.join(out, "urls.parquet"))
         blocklist = demo_blocklist(corpus, os.path.join(out, "blocklist.csv"))  # H7: hash-list blocking
-        p = demo_pipeline(urls, run_dir, checkpoint, [f"stages.3.config.bank={write_caption_bank(out)}",
-                                                      f"stages.0.config.blocklists=[{blocklist.path}]"])
+        overrides = [f"stages.3.config.bank={write_caption_bank(out)}",
+                     f"stages.0.config.blocklists=[{blocklist.path}]"]
+        p = demo_pipeline(urls, run_dir, checkpoint, overrides)
         t = _step("curating: download -> score -> dedup -> caption -> filter -> reshard")
         with StageProgress() as bars:
+            import dataclasses
+
             if trainer is not None:
-                import dataclasses
-
-                from curation.runner.executor import run_pipeline
-
-                run_pipeline(dataclasses.replace(p, stages=p.stages[:1]), progress=bars)
+                run_curation(dataclasses.replace(p, stages=p.stages[:1]), bars)
                 timings["download"] = time.perf_counter() - t
                 source = trainer.result()
                 timings["seed_clip"] = trainer.seconds
                 console.print(f"filter CLIP: {'trained' if source == 'trained' else 'from the cache'} "
                               f"in {trainer.seconds:.1f}s")
             t_rest = time.perf_counter()
+            run_curation(dataclasses.replace(p, stages=p.stages[:2]), bars)  # download + score
+            threshold, n_scores = scored_threshold(run_dir)
+            how = (f"the split of {n_scores} raw-caption CLIP scores (Otsu)" if n_scores >= MIN_SCORES_TO_SPLIT
+                   else f"the pipeline's (only {n_scores} scores to split)")
+            console.print(f"mismatch threshold {threshold:.3f}: {how}")
+            p = demo_pipeline(urls, run_dir, checkpoint, [*overrides, f"stages.3.config.threshold={threshold}",
+                                                          f"stages.4.config.clip_threshold={threshold}"])
             record = run_curation(p, bars)
             timings["pipeline_after_model"] = time.perf_counter() - t_rest
         timings["pipeline"] = time.perf_counter() - t
@@ -300,7 +347,7 @@ def demo(out: str = typer.Option("out/demo", "--out", help="where everything is 
     from curation.train.metrics import format_matrix
 
     console.print(stats_table(record))
-    ev = evaluate(run_dir, corpus, threshold=DEMO_THRESHOLD)
+    ev = evaluate(run_dir, corpus, threshold=threshold)
     print_summary(ev)
     for line in safety_lines:
         console.print(line)
@@ -318,8 +365,8 @@ def demo(out: str = typer.Option("out/demo", "--out", help="where everything is 
     console.print(f"demo done in {timings['total']:.0f} s")
     if as_json:
         with open(as_json, "w") as f:
-            json.dump({"evaluation": ev, "timings": timings, "continual": _jsonable(train), "safety": safety}, f,
-                      indent=1, default=str)
+            json.dump({"evaluation": ev, "threshold": threshold, "timings": timings, "continual": _jsonable(train),
+                       "safety": safety}, f, indent=1, default=str)
 
 
 def _jsonable(x: Any) -> Any:

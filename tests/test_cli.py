@@ -162,3 +162,26 @@ def test_filter_command_with_config_set_and_progress(tmp_path):
     assert "[filter] 2/2 shards" in r.output  # the shared progress display (plain lines off a terminal)
     ds = Dataset(root)
     assert "keep" in ds.columns and ds.read_meta().column("keep").to_pylist().count(True) == 5
+
+
+def test_help_does_not_import_torch():
+    """`curate --help` (and a stage's --help) builds every command without importing torch:
+    a first command answers in a second, and a machine without torch can still read the help."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import typer\n"
+            "from curation.cli import app\n"
+            "group = typer.main.get_command(app)\n"
+            "ctx = group.make_context('curate', [], resilient_parsing=True)\n"
+            "assert 'caption' in group.list_commands(ctx)\n"
+            "group.get_help(ctx)\n"
+            "for name in group.list_commands(ctx):\n"
+            "    sub = group.get_command(ctx, name)\n"
+            "    sub.get_help(sub.make_context(name, [], parent=ctx, resilient_parsing=True))\n"
+            "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+            "print('TORCH', loaded[:5])\n"
+            "sys.exit(1 if loaded else 0)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr

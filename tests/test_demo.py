@@ -63,3 +63,49 @@ def test_demo_small_end_to_end(tmp_path):
     assert rec["mismatched"] > 40 and rec["correct"] > rec["mismatched"] / 2, rec
     assert f"recovered {rec['correct']} of {rec['mismatched']} mismatched records" in " ".join(printed.split())
     assert "demo done in" in printed and (tmp_path / "cache" / "demo-seed-clip").is_dir()
+
+
+def test_mismatch_threshold_splits_between_the_modes():
+    import numpy as np
+
+    from curation.demo import mismatch_threshold
+
+    r = np.random.default_rng(0)
+    true, unrelated = r.normal(0.8, 0.08, 800), r.normal(0.0, 0.15, 200)
+    t = mismatch_threshold([*true.tolist(), *unrelated.tolist(), float("nan")])  # NaN: not scored, ignored
+    assert 0.3 < t < 0.6, t
+    assert ((unrelated < t).mean(), (true >= t).mean()) >= (0.97, 0.97)
+    # the cut follows the scores: the same corpus scored by a weaker model (modes closer) cuts lower
+    assert mismatch_threshold([*(true * 0.6).tolist(), *unrelated.tolist()]) < t
+    assert mismatch_threshold([0.0, 1.0]) == 0.5
+
+
+def test_mismatch_threshold_needs_two_distinct_scores():
+    from curation.demo import mismatch_threshold
+
+    for bad in ([], [0.3], [0.3, 0.3, 0.3], [float("nan")] * 4):
+        with pytest.raises(ValueError, match="two distinct scores"):
+            mismatch_threshold(bad)
+
+
+def test_seed_pairs_carry_the_crawls_watermark_without_shifting_the_others():
+    """The trusted pairs come from the crawl's world: an exact share carries the stamp, drawn
+    from its own stream, so every other pair keeps the bytes it has without stamps."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from curation.synth.corpus import clean_pairs
+    from curation.synth.scenes import DEFAULT_SLICES
+
+    plain = clean_pairs([40, 40], DEFAULT_SLICES[:2], np.random.default_rng(7))
+    stamped = clean_pairs([40, 40], DEFAULT_SLICES[:2], np.random.default_rng(7),
+                          stamps=np.random.default_rng(8), stamp_rate=0.1)
+    assert stamped.column("caption").to_pylist() == plain.column("caption").to_pylist()
+    a, b = plain.column("image").to_pylist(), stamped.column("image").to_pylist()
+    changed = [i for i in range(len(a)) if a[i] != b[i]]
+    assert len(changed) == 8  # round(0.1 * 80)
+    for i in changed:  # the stamp's translucent bars and banner: a visible change, same size
+        x, y = (np.asarray(Image.open(io.BytesIO(v)).convert("RGB"), dtype=np.int16) for v in (a[i], b[i]))
+        assert x.shape == y.shape and np.abs(x - y).max() > 60

@@ -21,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from curation.errors import ConfigError
 KINDS = ("sha256", "md5", "pdq")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _LENGTH = {"sha256": 64, "md5": 32, "pdq": PDQ_HEX}
+T = TypeVar("T")
 
 
 class BlocklistError(ConfigError):
@@ -60,16 +62,22 @@ def split_spec(spec: str) -> tuple[str, str]:
     return (base.split(".", 1)[0] or base), spec
 
 
-def _read_text(path: str) -> str:
+def _on_file(path: str, op: Callable[[Any, str], T]) -> T:
+    """``op(fs, fs_path)`` on the blocklist file at ``path`` (any fsspec URL); a missing file or
+    a directory is a :class:`BlocklistError` naming ``path``."""
     from curation.io.fs import get_fs
 
     fs, p = get_fs(path, None)
     try:
-        raw = fs.cat_file(p)
+        return op(fs, p)
     except FileNotFoundError:
         raise BlocklistError(f"{path}: blocklist file not found") from None
     except IsADirectoryError:
         raise BlocklistError(f"{path}: blocklist is a directory, expected a file") from None
+
+
+def _read_text(path: str) -> str:
+    raw = _on_file(path, lambda fs, p: fs.cat_file(p))
     try:
         return raw.decode("utf-8-sig") if isinstance(raw, bytes) else str(raw)
     except UnicodeDecodeError:
@@ -134,13 +142,7 @@ def _load_cached(name: str, path: str, stamp: str) -> HashList:
 
 def _stamp(path: str) -> str:
     """Size + mtime (or ETag): a changed file is re-read, an unchanged one is parsed once per process."""
-    from curation.io.fs import get_fs
-
-    fs, p = get_fs(path, None)
-    try:
-        info = fs.info(p)
-    except FileNotFoundError:
-        raise BlocklistError(f"{path}: blocklist file not found") from None
+    info = _on_file(path, lambda fs, p: fs.info(p))
     return f"{info.get('size')}:{info.get('mtime') or info.get('ETag') or info.get('LastModified') or ''}"
 
 

@@ -1,13 +1,15 @@
 """The caption stage's typed configuration."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from curation.augment import Views
-from curation.caption.search import DecodeOptions
 from curation.config import StageConfig, execution
+
+if TYPE_CHECKING:
+    from curation.caption.search import DecodeOptions
 
 
 class CaptionConfig(StageConfig):
@@ -86,6 +88,8 @@ class CaptionConfig(StageConfig):
         return self
 
     def decode_options(self) -> DecodeOptions:
+        from curation.caption.search import DecodeOptions  # imports torch: only when decoding
+
         return DecodeOptions(method=self.decoding, max_new_tokens=self.max_new_tokens,
                              min_new_tokens=self.min_new_tokens, temperature=self.temperature,
                              top_k=self.top_k, top_p=self.top_p, num_beams=self.num_beams,

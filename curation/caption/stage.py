@@ -13,8 +13,6 @@ from typing import Any
 import pyarrow as pa
 
 from curation.caption.config import CaptionConfig
-from curation.caption.retrieval import load_texts
-from curation.caption.worker import NEW_COLUMNS, caption_shard
 from curation.errors import ConfigError
 from curation.io import Dataset
 from curation.stage import Shard, ShardResult, ShardStage, StageContext, StageStats
@@ -55,6 +53,8 @@ class CaptionStage(ShardStage):
     Config = CaptionConfig
 
     def plan(self, ds: Dataset, ctx: StageContext) -> dict[str, Any]:
+        from curation.caption.retrieval import load_texts  # torch: not at import (`curate --help`)
+
         cfg: CaptionConfig = self.config  # type: ignore[assignment]
         clip_model, clip_pretrained = scoring_model(ds, cfg)
         check_model_name(clip_model, "clip_model")
@@ -76,6 +76,8 @@ class CaptionStage(ShardStage):
 
     def process_shard(self, state: Any, shard: Shard, plan: dict[str, Any]) -> ShardResult:
         import torch
+
+        from curation.caption.worker import NEW_COLUMNS, caption_shard
 
         threads = torch.get_num_threads()  # the worker sets its own; an in-process run must not keep them
         try:

@@ -4,9 +4,13 @@ Bands are those of :func:`curation.dedup.mih.band_masks` (``radius + 1`` disjoin
 the 64 bits). Each surviving sample sends one record per band, keyed by (band, band value),
 to the partition of that key; by the pigeonhole principle two codes within ``radius`` bits
 agree on at least one band, so every near pair meets in at least one partition task.
-:func:`band_partition` finds its pairs (candidates verified by exact Hamming distance, as
-:func:`curation.dedup.mih.near_pairs` does) and emits only a spanning forest of them, so its
-output is at most one edge per record.
+Identical codes are collapsed before that, per scan batch (:func:`write_bands`) and again
+per partition. :func:`band_partition` finds its pairs with
+:func:`curation.dedup.mih.grouped_near_pairs`: a bucket is split recursively on the bits
+its members may still differ in until its pieces are small, so the candidate pairs grow
+linearly with the rows rather than quadratically (a first-level bucket holds ``N / 8192``
+codes at radius 4), and every candidate is verified by its exact Hamming distance. Only a
+spanning forest of the pairs is emitted, so a task's output is at most one edge per record.
 
 Connected components of the union of those forests are found by the alternating
 large-star / small-star rounds of Kiveris et al. (2014, "Connected Components in MapReduce
@@ -29,20 +33,45 @@ EDGES = pa.schema([("ak", pa.string()), ("ap", pa.int64()), ("bk", pa.string()),
 
 
 def write_bands(job: Any, src: str, pos: np.ndarray, keys: list[str], codes: np.ndarray) -> None:
-    """Route one record per (sample, band) to the partition of its (band, value) bucket."""
+    """Route one record per (sample, band) to the partition of its (band, value) bucket.
+
+    Identical codes of this batch (flat images share one pHash) are collapsed first: the
+    first sample of each code goes to the bands, the others are linked to it by an edge
+    written straight into the components' first round, so a code shared by many samples
+    costs one record per batch and band, not one per sample.
+    """
     if not len(pos):
         return
     codes = np.asarray(codes, dtype=np.uint64)
+    pos = np.asarray(pos, dtype=np.int64)
+    uniq, first, inv = np.unique(codes, return_index=True, return_inverse=True)
+    rep = first[inv]
+    dup = np.flatnonzero(rep != np.arange(len(codes)))
+    karr = pa.array(keys, pa.string())
+    if len(dup):
+        _write_edges(job, 0, f"d{src}", pa.table({"ak": karr.take(pa.array(dup)), "ap": pos[dup],
+                                                  "bk": karr.take(pa.array(rep[dup])), "bp": pos[rep[dup]]},
+                                                 schema=EDGES))
+        pos, codes, karr = pos[first], uniq, karr.take(pa.array(first))
     tables, buckets = [], []
     for b, (shift, width) in enumerate(mih.band_masks(job.radius)):
         val = (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
         bucket = (np.uint64(b) << np.uint64(ROW_BITS)) | val
         buckets.append(bucket)
-        tables.append(pa.table({"bucket": bucket, "code": codes, "key": keys, "pos": pos}, schema=BANDS))
+        tables.append(pa.table({"bucket": bucket, "code": codes, "key": karr, "pos": pos}, schema=BANDS))
     t = pa.concat_tables(tables)
     part = partition_of(np.concatenate(buckets), job.n_parts)
     for q, piece in split_by(t, part, job.n_parts).items():
         job.work.write(f"pb/q{q:05d}/{src}.parquet", piece)
+
+
+def _free_bits(bucket: np.ndarray, radius: int) -> np.ndarray:
+    """Per (band, value) bucket key: the bits its members may differ in (all but the band's)."""
+    bands = mih.band_masks(radius)
+    if len(bands) == 1:  # radius 0: one band of all 64 bits (the key is the code itself)
+        return np.zeros(len(bucket), dtype=np.uint64)
+    masks = np.array([mih.ALL_BITS ^ (((1 << w) - 1) << s) for s, w in bands], dtype=np.uint64)
+    return masks[(np.asarray(bucket, dtype=np.uint64) >> np.uint64(ROW_BITS)).astype(np.int64)]
 
 
 def _forest(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,37 +88,6 @@ def _forest(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     root = first[labels]
     sel = np.flatnonzero(root != np.arange(n))
     return sel, root[sel]
-
-
-def _near_in_buckets(bucket: np.ndarray, cid: np.ndarray, ucode: np.ndarray, radius: int,
-                     cells: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, int]:
-    """Pairs (code ids a < b by position) sharing a bucket and within ``radius`` bits.
-
-    ``bucket``/``cid`` are sorted by bucket. Each bucket is verified as tiles of at most
-    ``cells`` code pairs (xor + popcount), so memory stays bounded even for a huge bucket.
-    Returns (a, b, number of candidate pairs looked at).
-    """
-    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]]) if len(bucket) else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], len(bucket)].astype(np.int64)
-    code = ucode[cid]
-    out_a, out_b, n_cand = [], [], 0
-    for s, e in zip(starts, ends):
-        m = int(e - s)
-        if m < 2:
-            continue
-        n_cand += m * (m - 1) // 2
-        cc, ids = code[s:e], cid[s:e]
-        rows = max(1, cells // m)
-        for i0 in range(0, m - 1, rows):
-            d = np.bitwise_count(cc[i0:i0 + rows, None] ^ cc[None, :])
-            ii, jj = np.nonzero(d <= radius)
-            keep = jj > ii + i0
-            if keep.any():
-                out_a.append(ids[ii[keep] + i0])
-                out_b.append(ids[jj[keep]])
-    if not out_a:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), n_cand
-    return np.concatenate(out_a), np.concatenate(out_b), n_cand
 
 
 def band_partition(q: int, *, job: Any) -> dict[str, int]:
@@ -117,7 +115,7 @@ def band_partition(q: int, *, job: Any) -> dict[str, int]:
     bucket, cid = bucket[order], cid[order]
     first_of = np.r_[True, (bucket[1:] != bucket[:-1]) | (cid[1:] != cid[:-1])]
     bucket, cid = bucket[first_of], cid[first_of]  # distinct (bucket, code) entries
-    ca, cb, n_cand = _near_in_buckets(bucket, cid, ucode, job.radius)
+    ca, cb, n_cand = mih.grouped_near_pairs(bucket, cid, ucode, _free_bits(bucket, job.radius), job.radius)
     ea.append(rep[ca])
     eb.append(rep[cb])
     a, b = np.concatenate(ea).astype(np.int64), np.concatenate(eb).astype(np.int64)

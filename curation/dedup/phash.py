@@ -31,9 +31,10 @@ def _dct_matrix(n: int = _SIZE) -> np.ndarray:
 def phash_pixels(grey: np.ndarray) -> int:
     """pHash of a 32x32 greyscale float array (exposed for tests)."""
     c = _dct_matrix()
-    low = (c @ grey @ c.T)[:_LOW, :_LOW]
-    bits = (low > np.median(low)).ravel()
-    return int(np.packbits(bits).view(">u8")[0])
+    low = (c @ grey @ c.T)[:_LOW, :_LOW].ravel()
+    mid = np.sort(low)[_LOW * _LOW // 2 - 1:_LOW * _LOW // 2 + 1]
+    median = (mid[0] + mid[1]) / 2  # np.median of the 64 values, without its generic machinery (~30 us)
+    return int(np.packbits(low > median).view(">u8")[0])
 
 
 def phash_image(im, fast: bool = False) -> int:

@@ -38,10 +38,13 @@ from typing import Any
 import numpy as np
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``x`` scaled to unit norm (float32); ``out`` (optional) receives them.
+
+    Row by row: a row's result does not depend on the other rows given with it."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+    return np.divide(x, np.maximum(n, 1e-12), out=out)
 
 
 # -- k-means -----------------------------------------------------------------------------
@@ -236,7 +239,9 @@ def keep_order(labels: np.ndarray, cos_to_centroid: np.ndarray, keep: str, seed:
 def cluster_max_earlier(e: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """For ordered rows ``e`` (unit vectors): max cosine to any earlier row and its index.
 
-    Row 0 gets (-inf, -1). Computed in ``block``-sized tiles of the upper triangle.
+    Row 0 gets (-inf, -1); ties go to the earliest row. Computed in ``block`` x ``block``
+    tiles of the lower triangle, one matmul each (a tile holds later rows against earlier
+    ones, so the reductions run along contiguous rows); memory is O(block^2).
     """
     s = len(e)
     best = np.full(s, -np.inf, dtype=np.float32)
@@ -246,13 +251,15 @@ def cluster_max_earlier(e: np.ndarray, block: int = 2048) -> tuple[np.ndarray, n
         ej = e[j0:j1]
         for i0 in range(0, j1, block):
             i1 = min(s, i0 + block)
-            sim = e[i0:i1] @ ej.T
-            if i0 == j0:  # diagonal tile: only i < j counts
-                sim[np.tril_indices(i1 - i0, 0, j1 - j0)] = -np.inf
-            m = sim.max(0)
+            sim = ej @ e[i0:i1].T  # row r: item j0 + r against items i0..i1-1
+            if i0 == j0:  # diagonal tile (square): only earlier items count
+                r = np.arange(j1 - j0)
+                np.copyto(sim, -np.inf, where=r[:, None] <= r[None, :])
+            a = sim.argmax(1)
+            m = sim[np.arange(j1 - j0), a]
             better = m > best[j0:j1]  # strict: an earlier tile (smaller i) wins ties
             best[j0:j1][better] = m[better]
-            arg[j0:j1][better] = sim.argmax(0)[better] + i0
+            arg[j0:j1][better] = a[better] + i0
     return best, arg
 
 

@@ -77,9 +77,12 @@ class DownloadStage(Stage):
         if writer.is_complete:
             return self._maybe_retry(Dataset(ctx.output, ctx.storage_options), ctx)
         done = [0]
+        records: dict[int, dict[str, int]] = {}  # shard -> status counts its task committed
 
         def on_done(_i: int, res: dict[str, Any]) -> None:
             done[0] += 1
+            if "status" in res:
+                records[int(res["shard"])] = res["status"]
             ctx.progress(done[0], len(specs), res.get("samples", 0))
 
         pending = [s for s in specs if not writer.is_committed(s["shard"])]
@@ -91,7 +94,9 @@ class DownloadStage(Stage):
         ids = [s["shard"] for s in specs]
         if any("tar" in s for s in specs):
             _check_unique_uids(self, writer, ids)
-        counts = status_counts(writer, ids)
+        counts = status_counts(writer, ids, records,
+                               lambda fn, items, **kw: self.map(fn, items, local=self.executor_setting() == "local",
+                                                                **kw))
         out = writer.commit(ids, stats={"status": dict(counts), **in_stats})
         stats = ctx.stats
         if stats is not None:
@@ -110,17 +115,41 @@ class DownloadStage(Stage):
         return retry_failed(ctx.output, self.config, ctx.storage_options, map_fn=self.map)  # type: ignore[arg-type]
 
 
-def status_counts(writer: DatasetWriter, shard_ids: list[int]) -> Counter:
-    """Status histogram over the committed shards' metadata (also after a resumed run)."""
+def status_counts(writer: DatasetWriter, shard_ids: list[int], records: dict[int, dict[str, int]] | None = None,
+                  map_fn=None, shards_per_task: int = 64) -> Counter:
+    """Status histogram over the committed shards (also after a resumed run).
+
+    ``records``: shard id -> the status counts its task returned when it committed the shard
+    in this run (the commit record); those shards are not read again. Shards committed by an
+    earlier run (or skipped by a retried task) have none: their ``status`` columns are
+    counted by ``map_fn`` tasks (``Stage.map``), ``shards_per_task`` shards each, so the driver
+    reads no per-row data; without ``map_fn`` they are read here.
+    """
+    records = records or {}
+    counts: Counter = Counter()
+    for sid in shard_ids:
+        counts.update(records.get(sid, {}))
+    rest = [sid for sid in shard_ids if sid not in records]
+    if rest:
+        chunks = [rest[i:i + shards_per_task] for i in range(0, len(rest), shards_per_task)]
+        kw = {"url": writer.url, "storage_options": writer.storage_options, "version": writer.version}
+        for part in (map_fn(_status_task, chunks, **kw) if map_fn else [_status_task(c, **kw) for c in chunks]):
+            counts.update(part)
+    return counts
+
+
+def _status_task(shard_ids: list[int], *, url: str, storage_options: dict | None, version: int) -> dict[str, int]:
+    """Task: the status histogram of some committed shards' metadata."""
     import pyarrow.parquet as pq
 
     from curation.io import format as fmt
 
+    fs, root = get_fs(url, storage_options)
     counts: Counter = Counter()
     for sid in shard_ids:
-        with writer.fs.open(join(writer.root, fmt.meta_file(writer.version, sid)), "rb") as f:
+        with fs.open(join(root, fmt.meta_file(version, sid)), "rb") as f:
             counts.update(pq.read_table(f, columns=["status"]).column("status").to_pylist())
-    return counts
+    return dict(counts)
 
 
 def _check_unique_uids(stage: Stage, writer: DatasetWriter, shard_ids: list[int]) -> None:

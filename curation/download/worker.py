@@ -61,9 +61,9 @@ def process_image(raw: bytes, cfg: DownloadConfig, resizer: Resizer) -> tuple[di
         if cfg.phash:
             # pHash of the whole image as downloaded, never of a crop (after a crop to 64 px, crops
             # and shifts of one image drift apart), taken without a second decode from the decoded
-            # frame (at least 256 px short side, see decode_for) with the exact Lanczos reduction:
-            # the reduced-gap shortcut or the resized output moved near-duplicate pairs of the demo
-            # corpus up to 8 bits apart (the full decode: at most 4, the dedup radius)
+            # frame (at least HASH_MIN_SIDE px short side, see decode_for) with the exact Lanczos
+            # reduction: the reduced-gap shortcut or the resized output moved near-duplicate pairs
+            # of the demo corpus up to 8 bits apart (the full decode: at most 4, the dedup radius)
             from curation.dedup.phash import phash_image, to_hex
 
             cols["phash"] = to_hex(phash_image(frame))

@@ -99,11 +99,11 @@ class StreamingDataset(IterableDataset):
         for d, w in zip(datasets, wheres):
             ds = d if isinstance(d, Dataset) else Dataset(str(d), storage_options=storage_options)
             self.sources.append(build_index(ds, w, self.columns, caption_column))
-        sizes = [len(s) for s in self.sources]
-        self._src = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-        self._local = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes]) if sizes else np.zeros(0, np.int64)
-        shard_all = np.concatenate([s.shard for s in self.sources]) if sizes else np.zeros(0, np.int64)
-        self._unit = self._src * (int(shard_all.max(initial=0)) + 1) + shard_all
+        # global sample index -> (source, position in it), computed from the sources' starts:
+        # nothing per sample is held here beyond the indexes' own compact arrays
+        starts = np.cumsum([0] + [len(s) for s in self.sources[:-1]]).astype(np.int64)
+        self._src, self._local = _SourceOf(starts), _LocalOf(starts)
+        self._units_per_source = max((int(s.shard.max(initial=0)) for s in self.sources), default=0) + 1
         self.epoch = 0
         self._plans: list[dict[str, int]] | None = None
         self._steps_done = 0  # batches this process delivered in the current layout (num_workers=0)
@@ -168,24 +168,37 @@ class StreamingDataset(IterableDataset):
         key = (e, w, repr(plans))
         if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
-        items = self.epoch_items(e)
-        order = epoch_order(self._unit[items], self.seed, e, shuffle=self.shuffle,
-                            block_size=self.shuffle_block_size)
-        try:
-            lay = make_layout(order, drop_cycle(len(items), self.seed), e, plans, world_size=w,
+        items = _compact(self.epoch_items(e))
+        order = _compact(epoch_order(self._units(items), self.seed, e, shuffle=self.shuffle,
+                                     block_size=self.shuffle_block_size))
+        try:  # int32 positions (when they fit): the epoch's items and layout cost 8 bytes per item
+            lay = make_layout(order, _compact(drop_cycle(len(items), self.seed)), e, plans, world_size=w,
                               batch_size=self.batch_size, drop_last=self.drop_last)
         except ValueError as err:
             raise ConfigError(f"stream state: {err}") from None
         self._cached = (key, (items, lay))
         return items, lay
 
-    def batch_uids(self, rank: int, step: int, epoch: int | None = None) -> list[str]:
-        """uids of one rank's batch (no I/O): for checks and debugging."""
-        items, lay = self.layout(epoch)
-        return [self._uid(int(i)) for i in items[lay.batch(step, rank)]]
+    def _units(self, items: np.ndarray) -> np.ndarray:
+        """Read unit (source shard) of each item, for the epoch shuffle."""
+        src, local = self._src[items], self._local[items]
+        shard = np.zeros(len(items), dtype=np.int64)
+        for k, s in enumerate(self.sources):
+            m = src == k
+            shard[m] = s.shard[local[m]]
+        return src * self._units_per_source + shard
 
-    def _uid(self, i: int) -> str:
-        return self.sources[int(self._src[i])].table.column("uid")[int(self._local[i])].as_py()
+    def batch_uids(self, rank: int, step: int, epoch: int | None = None) -> list[str]:
+        """uids of one rank's batch (no image I/O; reads the batch's metadata): for checks and debugging."""
+        items, lay = self.layout(epoch)
+        batch = items[lay.batch(step, rank)]
+        src, local = self._src[batch], self._local[batch]
+        out: list[str] = [""] * len(batch)
+        for k in np.unique(src):
+            where = np.flatnonzero(src == k)
+            for w, r in zip(where, self.sources[int(k)].rows(local[where])):
+                out[w] = str(r["uid"])
+        return out
 
     def worker_batches(self, rank: int, worker: int, num_workers: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(step, global sample indices)`` of the batches one (rank, worker) produces."""
@@ -282,6 +295,31 @@ class StreamingDataset(IterableDataset):
         d = dict(self.__dict__)
         d["_fetcher"] = None  # mmaps, thread pools: rebuilt in each process
         return d
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """Sample positions as int32 when every value fits (the same values, half the memory)."""
+    if a.dtype == np.int32 or (len(a) and int(a.max()) >= 2**31):
+        return a
+    return a.astype(np.int32)
+
+
+class _SourceOf:
+    """``[items]`` -> the source of each global sample index (sources laid end to end)."""
+
+    def __init__(self, starts: np.ndarray):
+        self.starts = starts
+
+    def __getitem__(self, items: Any) -> np.ndarray:
+        return np.searchsorted(self.starts, np.asarray(items, dtype=np.int64), side="right") - 1
+
+
+class _LocalOf(_SourceOf):
+    """``[items]`` -> each global sample index's position within its source."""
+
+    def __getitem__(self, items: Any) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        return items - self.starts[np.searchsorted(self.starts, items, side="right") - 1]
 
 
 def _local(ds: Dataset) -> bool:

@@ -27,12 +27,12 @@ class BatchFetcher:
 
     Args:
         readers: one :class:`SourceReader` per source.
-        src, local: per global sample index, its source and position in that source.
+        src, local: ``[items]`` -> per global sample index, its source and position in that source.
         transform: applied to each decoded RGB PIL image.
         read_ahead: batches fetched ahead of the one being decoded (0: synchronous).
     """
 
-    def __init__(self, readers: list[SourceReader], src: np.ndarray, local: np.ndarray,
+    def __init__(self, readers: list[SourceReader], src: Any, local: Any,
                  transform: Callable, caption_column: str, columns: list[str], *,
                  read_ahead: int = 4, max_pixels: int, tag_source: bool, decode: bool = True):
         self.readers = readers
@@ -56,7 +56,7 @@ class BatchFetcher:
             pos = self.local[items[where]]
             reader = self.readers[int(s)]
             blobs = reader.read(pos)
-            rows = reader.index.table.take(pos).to_pylist()
+            rows = reader.index.rows(pos)
             for w, b, r in zip(where, blobs, rows):
                 if self.tag_source:
                     r["source"] = int(s)

@@ -46,14 +46,15 @@ def serve(
     try:
         if rewrite_urls:
             write_url_list(corpus, server.base_url)
+        # Ctrl-C and SIGTERM only set the event (no KeyboardInterrupt raised wherever the main
+        # thread happens to be), and both are in place before the address is printed: a supervisor
+        # that signals as soon as it reads the line always gets a clean shutdown and exit code 0.
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         typer.echo(f"serving {corpus} at {server.base_url}")
         sys.stdout.flush()  # a supervising process reads the address from a pipe
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
     finally:
         server.close()

@@ -15,7 +15,7 @@ from curation.synth.noise import CAPTION_RATES, DUP_RATES, FETCH_RATES, IMAGE_RA
 from curation.synth.scenes import Scene, sample_scene, slice_position
 
 STREAMS = ("slices", "faults", "scenes", "sizes", "dups", "order", "captions", "render",
-           "server", "seedset", "watermark")  # append only: a new stream never shifts the others
+           "server", "seedset", "watermark", "seedset_watermark")  # append only: a new stream never shifts others
 # Fetch faults whose URL never yields a decodable image, so nothing is drawn for them.
 NO_IMAGE = {"http_404", "http_500", "not_image", "too_many_pixels"}
 

@@ -44,6 +44,55 @@ def test_mih_finds_pair_at_exact_radius_and_not_beyond():
     assert pairs == [[0, 1]]
 
 
+def _clustered_codes(rng, n, radius, shared_bits=0):
+    """Codes in tight clusters (many within ``radius + 2`` bits of one another); the low
+    ``shared_bits`` bits equal in all of them, so the first-level buckets hold every code."""
+    base = rng.integers(0, 2**63, max(1, n // 8), dtype=np.uint64) * np.uint64(2)
+    codes = _mutate(rng, base, n, radius + 2)
+    keep = np.uint64(((1 << 64) - 1) ^ ((1 << shared_bits) - 1))
+    return np.unique((codes & keep) | np.uint64(0x5A5A & ((1 << shared_bits) - 1)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), radius=st.integers(0, 8), n=st.integers(0, 300),
+       leaf=st.sampled_from([2, 3, 24]), split_cost=st.sampled_from([0.0, 4.0]), shared=st.sampled_from([0, 13]))
+def test_recursive_split_equals_brute_force(seed, radius, n, leaf, split_cost, shared):
+    """However deep the buckets are split (leaf 2, free splits) and however clustered the
+    codes, the pairs are exactly the brute-force ones."""
+    codes = _clustered_codes(np.random.default_rng(seed), n, radius, shared)
+    k = len(codes)
+    a, b, cand = mih.grouped_near_pairs(np.zeros(k, np.uint64), np.arange(k), codes,
+                                        np.full(k, mih.ALL_BITS, np.uint64), radius, leaf=leaf,
+                                        split_cost=split_cost, chunk=64)
+    assert np.stack([a, b], 1).tolist() == mih.brute_force_pairs(codes, radius).tolist()
+    assert cand >= len(a)
+
+
+def test_candidates_grow_linearly_when_a_band_is_shared():
+    """All codes share one 13-bit band (one first-level bucket holds them all): one level of
+    bands would look at n^2 / 2 pairs; splitting the bucket keeps the candidates per code
+    bounded as n grows 16x (they saw-tooth with the depth of the split, never grow with n)."""
+    rng = np.random.default_rng(7)
+    per_code = {}
+    for n in (5_000, 20_000, 80_000):
+        codes = np.unique((rng.integers(0, 2**63, n, dtype=np.uint64) << np.uint64(13)) | np.uint64(0x1234))
+        codes = np.concatenate([codes, codes[:50] ^ np.uint64(0b1011 << 20)])  # 50 pairs at distance 3
+        k = len(codes)
+        band = codes & np.uint64((1 << 13) - 1)  # the distributed first level: bucket by band 0
+        a, b, cand = mih.grouped_near_pairs(band, np.arange(k), codes,
+                                            np.full(k, mih.ALL_BITS ^ ((1 << 13) - 1), np.uint64), 4)
+        assert len(a) == 50 and (np.bitwise_count(codes[a] ^ codes[b]) == 3).all()
+        per_code[n] = cand / k
+    assert max(per_code.values()) < 64, per_code  # one level: n / 2 per code (2,500 to 40,000)
+
+
+def test_split_mask_and_first_level_bands_agree():
+    assert [((1 << w) - 1) << s for s, w in mih.band_masks(4)] == mih.split_mask(mih.ALL_BITS, 5)
+    assert mih.split_mask(0b1011_0110, 2) == [0b0001_0110, 0b1010_0000]  # 3 bits, then 2
+    with pytest.raises(ValueError):
+        mih.split_mask(0b11, 3)
+
+
 # -- SemDeDup --------------------------------------------------------------------------------
 def reference_semdedup(x, labels, cos_to_cent, eps, keep="hard"):
     """Straight from the paper's code: per cluster, sort by distance to centroid (descending

@@ -160,3 +160,59 @@ def test_sha_partition_groups_equal_values_even_when_not_hex():
     vals = ["ab" * 32, "zz-not-hex", "ab" * 32, "zz-not-hex", "0" * 64]
     p = sha_partition(vals, 7)
     assert p[0] == p[2] and p[1] == p[3] and ((0 <= p) & (p < 7)).all()
+
+
+def _shared_band_and_flat(tmp_path, seed=6, n_walks=40):
+    """pHash walks that all share band 0 (one first-level bucket of ~140 codes, split in the
+    task), flat images (one code shared by many samples with different bytes), exact copies."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    codes, shas = [], []
+    for w in range(n_walks):
+        c = (int(rng.integers(0, 2**51)) << 13) | 0x0AB
+        for j in range(int(rng.integers(1, 7))):
+            codes.append(c)
+            shas.append(f"walk-{w}-{j}")
+            for bit in rng.choice(np.arange(13, 64), 4, replace=False):  # band 0 never changes
+                c ^= 1 << int(bit)
+    for flat in (0, (1 << 64) - 1, 0x0AB):
+        for j in range(12):
+            codes.append(flat)
+            shas.append(f"flat-{flat}-{j}")
+    for i in rng.choice(len(codes), len(codes) // 5, replace=False):
+        codes.append(codes[i])
+        shas.append(shas[i])
+    order = rng.permutation(len(codes))
+    n = len(codes)
+    ds = meta_only(str(tmp_path / "shared"), uids=[f"u{k:05d}" for k in range(n)],
+                   sha256=[hashlib.sha256(shas[i].encode()).hexdigest() for i in order],
+                   phash=[f"{codes[i]:016x}" for i in order],
+                   clip_score=np.round(rng.choice([0.1, 0.2, np.nan], n), 2), per_shard=29)
+    return ds, sum(c & 0x1FFF == 0x0AB for c in set(codes))
+
+
+@pytest.mark.parametrize("leaf,split_cost", [(None, None), (2, 0.0)])
+def test_phash_split_buckets_and_flat_images_equal_reference(tmp_path, monkeypatch, leaf, split_cost):
+    """A first-level bucket far above the leaf size is split in its task (by default, and as
+    deep as it goes with leaf 2 and free splits), flat images are collapsed per batch: the
+    decisions still equal the reference's, chains included."""
+    from curation.dedup import mih
+
+    if leaf is not None:
+        monkeypatch.setattr(mih, "LEAF", leaf)
+        monkeypatch.setattr(mih, "SPLIT_COST", split_cost)
+    ds, in_bucket = _shared_band_and_flat(tmp_path)
+    config = {"methods": ["exact", "phash"], "phash_radius": 4, "rows_per_task": 40}
+    _, ctx, got = _run(ds, config)
+    assert ctx.stats is not None
+    # the reference's pairs by brute force here, so it shares no search code with the stage
+    monkeypatch.setattr(mih, "unique_code_pairs", lambda codes, radius, leaf=None: mih.brute_force_pairs(codes, radius))
+    _assert_equal(got, find_duplicates_reference(ds, DedupConfig(**config)))
+    stats = ctx.stats.extra["dedup"]
+    assert in_bucket > 100 and stats["partitions"] > 3
+    assert stats["phash_candidates"] < in_bucket * (in_bucket - 1) // 2 / 4  # one level: all pairs of the bucket
+    code = dict(zip(got["uid"], got["phash"]))
+    ph = [(u, d) for u, d, r in zip(got["uid"], got["dup_of"], got["dedup_reason"]) if r == "phash"]
+    assert sum(code[u] == code[d] == "0" * 16 for u, d in ph) == 11  # a flat group: one kept
+    assert sum(_hamming(code[u], code[d]) > 4 for u, d in ph) >= 5  # groups chain beyond the radius

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from curation.blocklist.lists import BlocklistError, load_lists, parse_list, write_list
 from curation.blocklist.pdq import from_hex, hamming_to_list, pdq_bytes, pdq_image
@@ -207,10 +208,54 @@ def test_pdq_hex_is_threatexchange_order():
     import numpy as np
     import pdqhash
 
+    from curation.blocklist.pdq import pdq_array
+
     a = np.asarray(photo("astronaut"))
     bits, _ = pdqhash.compute(a)
-    h, _ = pdq_image(photo("astronaut"))
+    h, _ = pdq_array(a)
     assert int(h, 16) == int("".join(str(int(b)) for b in bits), 2)
+
+
+def test_pdq_image_is_pdqhash_on_a_64px_frame():
+    """At 64x64 PDQ's own filter is one pixel wide: the front end of pdq_image must then be the
+    identity, so its hash and quality are pdqhash's exactly (greyscale: no luma rounding)."""
+    import numpy as np
+    import pdqhash
+
+    from curation.blocklist.pdq import to_hex
+
+    grey = np.asarray(photo("camera").convert("L").resize((64, 64), Image.Resampling.BOX))
+    bits, quality = pdqhash.compute(np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2)))
+    assert pdq_image(Image.fromarray(grey, "L")) == (to_hex(bits), int(quality))
+
+
+def test_pdq_of_a_draft_frame_is_the_full_resolution_hash():
+    """The download worker hashes a JPEG draft decode (1/2 to 1/8 size): pdq_image, told the
+    original size, must land near pdqhash's hash of the full-size decode, which pdqhash on the
+    draft frame does not (its filter width follows the frame's size)."""
+    import numpy as np
+
+    from curation.blocklist.pdq import pdq_array
+
+    def dist(a: str, b: str) -> int:
+        return int(hamming_to_list(from_hex(a), from_hex(b)[None, :])[0])
+
+    ours, naive = [], []
+    for name in ("astronaut", "camera", "chelsea", "coffee", "rocket", "brick", "horse", "coins"):
+        im = photo(name)
+        big = im.resize((im.width * 2, im.height * 2), Image.Resampling.LANCZOS)
+        data = encode(big, quality=90)
+        full, _ = pdq_array(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+        draft = Image.open(io.BytesIO(data))
+        draft.draft("RGB", (big.width // 4, big.height // 4))
+        draft.load()
+        assert draft.width < big.width / 3  # a 1/4 draft really was decoded
+        ours.append(dist(pdq_image(draft, big.size)[0], full))
+        naive.append(dist(pdq_array(np.asarray(draft.convert("RGB")))[0], full))
+        from_bytes = pdq_bytes(data)[0]
+        assert from_bytes is not None and dist(from_bytes, full) <= 8, name
+    assert max(ours) <= 12 and sum(ours) / len(ours) <= 6, (ours, naive)  # of 31 (PDQ match distance)
+    assert sum(naive) > 2 * sum(ours), (ours, naive)  # the premise: the frame's own hash drifts
 
 
 def test_named_lists_and_duplicate_names(tmp_path):

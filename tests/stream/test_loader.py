@@ -110,8 +110,9 @@ def test_undecoded_mode_hands_out_the_stored_bytes(ds):
 
 
 def test_index_reads_only_the_columns_it_needs(ds, monkeypatch):
-    """A rank's index loads positions, carried columns and the predicate's columns, not the
-    whole metadata table (at 1B rows every extra column is gigabytes per rank)."""
+    """A rank's index loads positions and the predicate's columns, not the whole metadata
+    table (at 1B rows every extra column is gigabytes per rank); the carried columns are
+    read per batch, at read time."""
     from curation.io import Dataset
 
     read: list = []
@@ -122,10 +123,45 @@ def test_index_reads_only_the_columns_it_needs(ds, monkeypatch):
         return real(self, path, columns)
 
     monkeypatch.setattr(Dataset, "_read_parquet", spy)
-    sd = StreamingDataset(ds, where="clip_score >= 0.3 AND \"SLICE\" <> 's2'", columns=["width"])
+    sd = StreamingDataset(ds, where="clip_score >= 0.3 AND \"SLICE\" <> 's2'", columns=["width"], batch_size=2,
+                          shuffle=False)
     assert len(sd.sources[0]) > 0 and read
-    assert all(set(c) == {"shard", "tar_offset", "tar_size", "uid", "caption", "width", "clip_score", "slice"}
-               for c in read)
+    assert all(set(c) == {"shard", "tar_offset", "tar_size", "clip_score", "slice"} for c in read)
+    read.clear()
+    first = next(iter(sd))
+    assert first["width"] is not None and read and all(set(c) == {"uid", "caption", "width"} for c in read)
     read.clear()
     StreamingDataset(ds, where="COLUMNS('clip.*') >= 0.3")  # a column pattern: every column is read
     assert read and all(c is None for c in read)
+
+
+def test_index_is_compact_and_independent_of_query_grouping(ds, monkeypatch):
+    """The index holds 20 bytes per selected sample (shard, offset, size, metadata row) and no
+    per-sample objects; evaluating the predicate over one-shard groups gives the same index,
+    the same order and the same samples as one query over all shards; a predicate with a
+    subquery still sees the whole table."""
+    import numpy as np
+
+    from curation.stream import index as index_mod
+
+    where = "clip_score >= 0.2"
+    whole = StreamingDataset(ds, where=where, batch_size=3, seed=5, columns=["clip_score"])
+    monkeypatch.setattr(index_mod, "ROWS_PER_QUERY", 1)  # every shard its own query
+    split = StreamingDataset(ds, where=where, batch_size=3, seed=5, columns=["clip_score"])
+    a, b = whole.sources[0], split.sources[0]
+    assert len(a) > 10 and a.nbytes == 20 * len(a)
+    assert all(isinstance(v, np.ndarray) for v in (a.shard, a.offset, a.size, a.row))
+    for name in ("shard", "offset", "size", "row"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist()
+    assert [(s["uid"], s["caption"], s["clip_score"]) for s in whole] == \
+        [(s["uid"], s["caption"], s["clip_score"]) for s in split]
+    meta = ds.read_meta(columns=["uid", "clip_score", "tar_offset"]).to_pylist()
+    want = sorted(r["uid"] for r in meta if r["tar_offset"] is not None and r["clip_score"] is not None
+                  and r["clip_score"] >= 0.2)
+    assert sorted(b.table.column("uid").to_pylist()) == want
+    sub = StreamingDataset(ds, where="clip_score > (SELECT avg(clip_score) FROM samples)", batch_size=1)
+    scores = [r["clip_score"] for r in meta if r["clip_score"] is not None]
+    mean = sum(scores) / len(scores)
+    assert sorted(sub.sources[0].table.column("uid").to_pylist()) == sorted(
+        r["uid"] for r in meta if r["tar_offset"] is not None and r["clip_score"] is not None
+        and r["clip_score"] > mean)
