@@ -23,11 +23,14 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 console = Console()
 # the pipeline file's CLIP threshold (caption mixing + filter), for `curate run` by hand. The demo
@@ -119,7 +122,7 @@ def filter_clip(corpus: str, checkpoint: str, steps: int, seed: int, use_cache: 
     return "trained"
 
 
-def mismatch_threshold(scores: list[float]) -> float:
+def mismatch_threshold(scores: "ArrayLike") -> float:
     """The CLIP score that best splits ``scores`` in two groups (Otsu's method, exact on the
     sorted scores): the cut maximising the between-group variance ``w0 w1 (m0 - m1)^2``.
 
@@ -130,7 +133,8 @@ def mismatch_threshold(scores: list[float]) -> float:
     """
     import numpy as np
 
-    x = np.sort(np.asarray([v for v in scores if v == v], dtype=np.float64))  # NaN: not scored
+    x = np.asarray(scores, dtype=np.float64)
+    x = np.sort(x[~np.isnan(x)])  # NaN: not scored
     if len(x) < 2 or x[0] == x[-1]:
         raise ValueError(f"mismatch_threshold: need at least two distinct scores (got {len(x)})")
     n = len(x)
@@ -146,11 +150,13 @@ def mismatch_threshold(scores: list[float]) -> float:
 def scored_threshold(run_dir: str) -> tuple[float, int]:
     """(mismatch threshold of this run's raw-caption CLIP scores, how many scores it split);
     the pipeline's threshold when too few records were scored to split."""
+    import numpy as np
+
     from curation.io import Dataset
 
     ds = Dataset(os.path.join(run_dir, "dataset"))
-    scores = [v for v in ds.read_meta(columns=["clip_score"]).column("clip_score").to_pylist() if v is not None]
-    if len(scores) < MIN_SCORES_TO_SPLIT or len(set(scores)) < 2:
+    scores = ds.read_meta(columns=["clip_score"]).column("clip_score").drop_null().to_numpy()
+    if len(scores) < MIN_SCORES_TO_SPLIT or np.ptp(scores) == 0:
         return DEMO_THRESHOLD, len(scores)
     return round(mismatch_threshold(scores), 3), len(scores)
 

@@ -134,3 +134,15 @@ def make_stream_dataset(url: str, shard_sizes: list[int], *, failed_every: int =
         shards.append(samples)
     return write_dataset(url, shards, storage_options=storage_options, overwrite=True,
                          config={"sizes": shard_sizes, "prefix": prefix})
+
+
+def manifest_without_timestamps(ds: Dataset) -> dict:
+    """A deep copy of ``ds.manifest`` without its ``created_at`` stamps (its own and each history
+    entry's), for comparing two runs' manifests."""
+    import json
+
+    m = json.loads(json.dumps(ds.manifest))
+    m.pop("created_at")
+    for h in m["history"]:
+        h.pop("created_at")
+    return m

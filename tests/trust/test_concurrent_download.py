@@ -2,7 +2,6 @@
 and the other's result equals a solo run's (issue 17)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pyarrow.parquet as pq
 
 from curation.io import Dataset
 from tests.download.server import png
+from tests.helpers import manifest_without_timestamps
 
 
 class GateServer:
@@ -64,10 +64,7 @@ def _cmd(inp: str, out: str) -> list[str]:
 
 def _result(root: str) -> dict:
     ds = Dataset(root)
-    m = json.loads(json.dumps(ds.manifest))
-    m.pop("created_at")
-    for h in m["history"]:
-        h.pop("created_at")
+    m = manifest_without_timestamps(ds)
     tars = {s["id"]: open(ds.tar_path(s["id"]), "rb").read() for s in ds.shards}
     return {"manifest": m, "meta": ds.read_meta().to_pylist(), "tars": tars}
 

@@ -3,7 +3,6 @@ never a mix, and a rerun finishes with exactly what an uninterrupted retry commi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 from curation.io import Dataset, DatasetWriter
 from tests.download.server import FaultServer
-from tests.helpers import jpeg_bytes
+from tests.helpers import jpeg_bytes, manifest_without_timestamps
 
 # the child counts durable writes (tar/parquet/manifest/lease/_stage.json puts and deletes)
 # and dies like kill -9 (no cleanup, no atexit) right after the KILL_AFTER-th one
@@ -77,10 +76,7 @@ def _run(root: str, kill_after: int = 0) -> subprocess.CompletedProcess:
 def _state(root: str) -> dict:
     """What a reader gets: manifest (minus timestamps), current metadata, every image's bytes."""
     ds = Dataset(root)
-    m = json.loads(json.dumps(ds.manifest))
-    m.pop("created_at")
-    for h in m["history"]:
-        h.pop("created_at")
+    m = manifest_without_timestamps(ds)
     meta = ds.read_meta().to_pylist()
     images = {r["uid"]: ds.read_image(r) for r in meta if r["tar_offset"] is not None}
     return {"manifest": m, "meta": meta, "images": images}
