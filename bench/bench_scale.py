@@ -17,6 +17,8 @@ line; ``--json`` also writes it to a file.
     python bench/bench_scale.py --rows 250000 [--work DIR] [--stages ingest,score,...] [--keep]
 
 Compare sizes with ``--rows 250000`` / ``1000000`` / ``4000000`` (``bench/RESULTS.md`` "Scale").
+``--stages ingest-commit --work DIR`` (after a kept ingest there) measures the ingest driver's
+per-row side alone: the finished ingest is resumed with its manifest removed (no fetching).
 """
 from __future__ import annotations
 
@@ -287,6 +289,26 @@ def _hwm_mb(pid: int) -> float | None:
     return None
 
 
+def uncommit_ingest(work: str) -> None:
+    """Put ``work/ds`` back to a finished ingest whose manifest was never written (a ``kill -9``
+    after the last shard committed): only the shards, their version-1 metadata and the download
+    state stay. Measuring ``ingest`` then measures the driver's per-row side alone (planning,
+    the cross-tar uid check, status counts, the manifest) at the real row count, with no fetching:
+    stage ``ingest-commit``."""
+    ds = os.path.join(work, "ds")
+    if not os.path.isdir(os.path.join(ds, "meta", "v1")) or not os.path.exists(os.path.join(ds, "_writing.json")):
+        raise SystemExit(f"ingest-commit: {ds} holds no ingest to resume (run the ingest stage with --keep first)")
+    keep = {"shards", "meta", "_writing.json", "_download_input.json"}
+    for name in os.listdir(ds):
+        if name not in keep:
+            path = os.path.join(ds, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    for name in os.listdir(os.path.join(ds, "meta")):
+        if name != "v1":
+            shutil.rmtree(os.path.join(ds, "meta", name))
+    shutil.rmtree(os.path.join(work, "curated"), ignore_errors=True)
+
+
 # -- the parent: runs each stage and samples the process tree ----------------------------------------
 def measure(name: str, work: str, cpus: int, sample_s: float) -> dict:
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")}
@@ -411,6 +433,11 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         results = []
         for name in stages:
+            if name == "ingest-commit":
+                uncommit_ingest(work)
+                results.append({**measure("ingest", work, a.cpus, a.sample), "stage": name})
+                print(json.dumps(results[-1]), flush=True)
+                continue
             results.append(measure(name, work, a.cpus, a.sample))
             print(json.dumps(results[-1]), flush=True)
         load1 = os.getloadavg()[0]

@@ -159,7 +159,9 @@ def _check_unique_uids(stage: Stage, writer: DatasetWriter, shard_ids: list[int]
     from curation.io import format as fmt
 
     files = [fmt.meta_file(writer.version, sid) for sid in shard_ids]
-    dups = stage.map(duplicate_uids, [writer.url], storage_options=writer.storage_options, meta_files=files)[0]
+    # a task, never the driver: its DuckDB aggregate grows with the rows (up to its memory limit)
+    dups = stage.map(duplicate_uids, [writer.url], local=stage.executor_setting() == "local",
+                     storage_options=writer.storage_options, meta_files=files)[0]
     if dups:
         shown = ", ".join(f"{u!r} ({n} times)" for u, n in dups)
         raise InputError(f"{writer.url}: the input shards repeat uids across tars: {shown}; "

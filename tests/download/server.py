@@ -7,6 +7,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
@@ -26,7 +27,69 @@ def bomb_png(w: int = 30000, h: int = 30000) -> bytes:
         chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
 
 
-class FaultServer:
+class LoopbackServer:
+    """An HTTP server bound to 127.0.0.1 only, on an ephemeral port, serving on a daemon thread
+    from construction until ``close()`` (or the end of its ``with`` block); request logging is
+    silent. Each GET is passed to ``handle(req)`` -- the callable given, else the subclass's
+    method -- with the ``BaseHTTPRequestHandler`` of the request."""
+
+    def __init__(self, handle: Callable[[BaseHTTPRequestHandler], object] | None = None, *,
+                 protocol_version: str = "HTTP/1.1"):
+        serve = handle or self.handle
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                serve(self)
+
+        Handler.protocol_version = protocol_version
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port: int = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._closed = False
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def handle(self, req: BaseHTTPRequestHandler) -> object:
+        raise NotImplementedError("pass handle= or override handle()")
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @staticmethod
+    def reply(req: BaseHTTPRequestHandler, code: int, body: bytes = b"", ctype: str | None = None,
+              headers: dict[str, str] | None = None, length: bool = True, close: bool = True) -> None:
+        """Send a whole response: Content-Type (if ``ctype``), Content-Length (if ``length``),
+        ``headers``, then ``Connection: close`` (if ``close``), then ``body``."""
+        req.send_response(code)
+        if ctype is not None:
+            req.send_header("Content-Type", ctype)
+        if length:
+            req.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            req.send_header(k, v)
+        if close:
+            req.send_header("Connection", "close")
+        req.end_headers()
+        req.wfile.write(body)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FaultServer(LoopbackServer):
     """Routes: /img/N.png, /404, /500, /slow, /drip, /text, /noai, /private/N.png (robots.txt
     disallows), /redir/N (-> /img/N.png), /redir-private (-> 127.0.0.2), /loop, /big,
     /big-chunked, /bomb, /flaky/N (503 twice per path, then the image)."""
@@ -34,93 +97,65 @@ class FaultServer:
     def __init__(self, flaky_failures: int = 2):
         self.hits: Counter = Counter()
         self.flaky_failures = flaky_failures
-        srv = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def handle(self, req):
+        p = req.path
+        self.hits[p] += 1
+        try:
+            self.route(req, p)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
-            def log_message(self, *a):
-                pass
+    def route(self, req, p):
+        def send(code, body=b"", ctype="image/png", headers=None, length=True):
+            self.reply(req, code, body, ctype, headers, length)
 
-            def send(self, code, body=b"", ctype="image/png", headers=None, length=True):
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                if length:
-                    self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                p = self.path
-                srv.hits[p] += 1
-                try:
-                    self.route(p)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def route(self, p):
-                port = self.server.server_address[1]  # type: ignore[index]
-                if p == "/robots.txt":
-                    return self.send(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
-                if p.startswith("/img/") or p.startswith("/private/"):
-                    n = int(p.rsplit("/", 1)[1].split(".")[0])
-                    return self.send(200, png(40 + n, 30, (n * 7 % 256, 80, 120)))
-                if p.startswith("/slowimg/"):
-                    time.sleep(0.15)
-                    return self.send(200, png(40, 30, (int(p.rsplit("/", 1)[1]) % 256, 9, 9)))
-                if p in ("/404", "/500"):
-                    return self.send(int(p[1:]), b"no", "text/plain")
-                if p == "/slow":
-                    time.sleep(3)
-                    return self.send(200, png())
-                if p == "/drip":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/png")
-                    self.end_headers()
-                    for _ in range(40):
-                        self.wfile.write(b"x" * 10)
-                        self.wfile.flush()
-                        time.sleep(0.1)
-                    return
-                if p == "/text":
-                    return self.send(200, b"<html>not an image</html>", "text/html")
-                if p == "/noai":
-                    return self.send(200, png(), headers={"X-Robots-Tag": "noai"})
-                if p.startswith("/redir/"):
-                    return self.send(302, b"", headers={"Location": "/img/" + p.rsplit("/", 1)[1] + ".png"})
-                if p == "/redir-private":
-                    return self.send(302, b"", headers={"Location": f"http://127.0.0.2:{port}/img/1.png"})
-                if p == "/redir-file":
-                    return self.send(302, b"", headers={"Location": "file:///etc/passwd"})
-                if p == "/loop":
-                    return self.send(302, b"", headers={"Location": "/loop"})
-                if p == "/big":
-                    return self.send(200, b"\0" * 300_000)
-                if p == "/big-chunked":
-                    return self.send(200, b"\0" * 300_000, length=False)
-                if p == "/bomb":
-                    return self.send(200, bomb_png())
-                if p.startswith("/flaky/"):
-                    if srv.hits[p] <= srv.flaky_failures:
-                        return self.send(503, b"busy", "text/plain")
-                    return self.send(200, png(50, 50))
-                return self.send(404, b"", "text/plain")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if p == "/robots.txt":
+            return send(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+        if p.startswith("/img/") or p.startswith("/private/"):
+            n = int(p.rsplit("/", 1)[1].split(".")[0])
+            return send(200, png(40 + n, 30, (n * 7 % 256, 80, 120)))
+        if p.startswith("/slowimg/"):
+            time.sleep(0.15)
+            return send(200, png(40, 30, (int(p.rsplit("/", 1)[1]) % 256, 9, 9)))
+        if p in ("/404", "/500"):
+            return send(int(p[1:]), b"no", "text/plain")
+        if p == "/slow":
+            time.sleep(3)
+            return send(200, png())
+        if p == "/drip":
+            req.send_response(200)
+            req.send_header("Content-Type", "image/png")
+            req.end_headers()
+            for _ in range(40):
+                req.wfile.write(b"x" * 10)
+                req.wfile.flush()
+                time.sleep(0.1)
+            return
+        if p == "/text":
+            return send(200, b"<html>not an image</html>", "text/html")
+        if p == "/noai":
+            return send(200, png(), headers={"X-Robots-Tag": "noai"})
+        if p.startswith("/redir/"):
+            return send(302, b"", headers={"Location": "/img/" + p.rsplit("/", 1)[1] + ".png"})
+        if p == "/redir-private":
+            return send(302, b"", headers={"Location": f"http://127.0.0.2:{self.port}/img/1.png"})
+        if p == "/redir-file":
+            return send(302, b"", headers={"Location": "file:///etc/passwd"})
+        if p == "/loop":
+            return send(302, b"", headers={"Location": "/loop"})
+        if p == "/big":
+            return send(200, b"\0" * 300_000)
+        if p == "/big-chunked":
+            return send(200, b"\0" * 300_000, length=False)
+        if p == "/bomb":
+            return send(200, bomb_png())
+        if p.startswith("/flaky/"):
+            if self.hits[p] <= self.flaky_failures:
+                return send(503, b"busy", "text/plain")
+            return send(200, png(50, 50))
+        return send(404, b"", "text/plain")
 
 
 class RawServer:

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from curation.download.config import DownloadConfig
 from curation.download.resize import decode_for
 from curation.download.worker import LookAhead, download_rows, make_resizer, process_image
 from curation.synth.imaging import decompression_bomb
+
+from .server import LoopbackServer
 
 EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
        b"newpath 0 0 moveto 16 16 lineto stroke showpage\n%%EOF\n")
@@ -36,44 +37,24 @@ def cfg(**kw) -> DownloadConfig:
     return DownloadConfig(**{**base, **kw})
 
 
-class Server:
+class Server(LoopbackServer):
     """Loopback server for a fixed table of path -> (body, content type); counts requests."""
 
     def __init__(self, routes: dict[str, tuple[bytes, str]]):
         self.requests = 0
-        outer = self
+        self.routes = routes
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                outer.requests += 1
-                body, ctype = routes.get(self.path, (b"missing", "text/plain"))
-                self.send_response(200 if self.path in routes else 404)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, req):
+        self.requests += 1
+        body, ctype = self.routes.get(req.path, (b"missing", "text/plain"))
+        self.reply(req, 200 if req.path in self.routes else 404, body, ctype, close=False)
 
 
 def run(routes: dict[str, tuple[bytes, str]], config: DownloadConfig) -> dict[str, tuple[dict, bytes | None]]:
     with Server(routes) as srv:
-        rows = [{"url": srv.base + p} for p in routes]
-        return {row["url"][len(srv.base):]: (row, img) for row, img in download_rows(rows, config)}
+        rows = [{"url": srv.base_url + p} for p in routes]
+        return {row["url"][len(srv.base_url):]: (row, img) for row, img in download_rows(rows, config)}
 
 
 def test_eps_named_jpg_is_not_image_and_never_reaches_ghostscript(monkeypatch):
@@ -205,7 +186,7 @@ def test_download_rows_stops_fetching_when_bodies_pile_up():
     body = photo(400, 300, quality=95)  # each body ~ tens of KB
     routes = {f"/i/{i}.jpg": (body, "image/jpeg") for i in range(40)}
     with Server(routes) as srv:
-        rows = [{"url": srv.base + p} for p in routes]
+        rows = [{"url": srv.base_url + p} for p in routes]
         gen = download_rows(rows, cfg(thread_count=4, lookahead_bytes=3 * len(body)))
         first = next(gen)
         assert first[0]["status"] == "success"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,13 +12,13 @@ import pytest
 
 from curation.cluster.limiter import Limits, LocalPoliteness
 
-from .server import png
+from .server import LoopbackServer, png
 
 IMG = png()
 pytestmark = pytest.mark.timeout(300)
 
 
-class CountingServer:
+class CountingServer(LoopbackServer):
     """Records each image request's (start, end, shard) and the most requests in flight.
 
     The first request of each shard is held until a request of the other shard arrived
@@ -32,57 +31,38 @@ class CountingServer:
         self.robots_hits = 0
         self.seen: dict[int, threading.Event] = {0: threading.Event(), 1: threading.Event()}
         self._first: set[int] = set()
-        lock = threading.Lock()
-        srv = self
+        self._lock = threading.Lock()
+        self.hold = hold
+        super().__init__()
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def handle(self, req):
+        if req.path == "/robots.txt":
+            with self._lock:
+                self.robots_hits += 1
+            body, code = b"User-agent: *\nDisallow: /private/\n", 200
+        else:
+            n = int(req.path.rsplit("/", 1)[1].split(".")[0])
+            shard = n // 100
+            t0 = time.monotonic()
+            with self._lock:
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+                first = shard not in self._first
+                self._first.add(shard)
+            self.seen[shard].set()
+            if first:
+                self.seen[1 - shard].wait(15)
+            time.sleep(self.hold)
+            with self._lock:
+                self.inflight -= 1
+                self.log.append((t0, time.monotonic(), shard))
+            body, code = IMG, 200
+        self.reply(req, code, body)
 
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if self.path == "/robots.txt":
-                    with lock:
-                        srv.robots_hits += 1
-                    body, code = b"User-agent: *\nDisallow: /private/\n", 200
-                else:
-                    n = int(self.path.rsplit("/", 1)[1].split(".")[0])
-                    shard = n // 100
-                    t0 = time.monotonic()
-                    with lock:
-                        srv.inflight += 1
-                        srv.max_inflight = max(srv.max_inflight, srv.inflight)
-                        first = shard not in srv._first
-                        srv._first.add(shard)
-                    srv.seen[shard].set()
-                    if first:
-                        srv.seen[1 - shard].wait(15)
-                    time.sleep(hold)
-                    with lock:
-                        srv.inflight -= 1
-                        srv.log.append((t0, time.monotonic(), shard))
-                    body, code = IMG, 200
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._t = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
+    def close(self):
         for e in self.seen.values():
             e.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 def _input(tmp_path, base: str, per_shard: int) -> str:

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +19,7 @@ from PIL import Image
 
 from curation.blocklist.lists import BlocklistError, load_lists, parse_list, write_list
 from curation.blocklist.pdq import from_hex, hamming_to_list, pdq_bytes, pdq_image
+from tests.download.server import LoopbackServer
 from tests.safety.images import encode, files_containing, near_copies, photo, windows
 
 LISTED_PDQ = "astronaut"      # listed by its PDQ hash (CSV list): its near copies must match
@@ -30,24 +29,14 @@ UNLISTED = ("chelsea", "rocket", "camera", "moon", "brick", "immunohistochemistr
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class Files(ThreadingHTTPServer):
+class Files(LoopbackServer):
     def __init__(self, files: dict[str, bytes]):
-        files = dict(files)
+        self.files = dict(files)
+        super().__init__(protocol_version="HTTP/1.0")
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                body = files.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-        super().__init__(("127.0.0.1", 0), H)
-        self.base = f"http://127.0.0.1:{self.server_address[1]}"
+    def handle(self, req):
+        body = self.files.get(req.path)
+        self.reply(req, 200 if body is not None else 404, body or b"", "image/jpeg", close=False)
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +111,10 @@ def _wds(path: str, files: dict[str, bytes]) -> str:
 def test_listed_images_and_near_copies_are_never_written(corpus, tmp_path):
     files, blocked = corpus["files"], corpus["blocked"]
     server = Files(files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         urls = str(tmp_path / "urls.parquet")
         paths = list(files)
-        pq.write_table(pa.table({"url": [server.base + p for p in paths], "text": paths}), urls)
+        pq.write_table(pa.table({"url": [server.base_url + p for p in paths], "text": paths}), urls)
         wds_in = tmp_path / "wds_in"
         wds_in.mkdir()
         _wds(str(wds_in / "00000.tar"), files)
@@ -148,14 +136,14 @@ def test_listed_images_and_near_copies_are_never_written(corpus, tmp_path):
             shutil.rmtree(ray_tmp, ignore_errors=True)
         assert res.returncode == 0, res.stderr[-3000:]
     finally:
-        server.shutdown()
+        server.close()
     from curation.io import Dataset
 
     for job, key in zip(jobs, ("url", "caption")):
         ds = Dataset(job["out"])
         rows = ds.read_meta().to_pylist()
         assert len(rows) == len(files)
-        by_path = {(r[key][len(server.base):] if key == "url" else r[key]): r for r in rows}
+        by_path = {(r[key][len(server.base_url):] if key == "url" else r[key]): r for r in rows}
         for path, r in by_path.items():
             if path in blocked:
                 assert r["status"] == "blocked_hash", (path, r["status"], r["error"])

@@ -6,53 +6,35 @@ import os
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.io import Dataset
-from tests.download.server import png
+from tests.download.server import LoopbackServer, png
 from tests.helpers import manifest_without_timestamps
 
 
-class GateServer:
+class GateServer(LoopbackServer):
     """Serves /img/N.png on 127.0.0.1, but holds every answer until ``gate`` is set."""
 
     def __init__(self):
         self.gate = threading.Event()
         self.first_hit = threading.Event()
-        srv = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if not self.path.startswith("/img/"):
-                    body, code = b"no", 404
-                else:
-                    srv.first_hit.set()
-                    srv.gate.wait(300)
-                    body, code = png(30 + int(self.path.rsplit("/", 1)[1].split(".")[0]), 20), 200
-                self.send_response(code)
-                self.send_header("Content-Type", "image/png" if code == 200 else "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+    def handle(self, req):
+        if not req.path.startswith("/img/"):
+            body, code = b"no", 404
+        else:
+            self.first_hit.set()
+            self.gate.wait(300)
+            body, code = png(30 + int(req.path.rsplit("/", 1)[1].split(".")[0]), 20), 200
+        self.reply(req, code, body, "image/png" if code == 200 else "text/plain")
 
     def close(self):
         self.gate.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 def _cmd(inp: str, out: str) -> list[str]:

@@ -114,3 +114,29 @@ def test_uids_repeated_across_tars_are_refused_before_the_manifest(ray_local, tm
     ds = download(str(src / "{000..001}.tar"), str(tmp_path / "ds2"), input_format="webdataset", image_size=16,
                   max_bytes=CAP)
     assert ds.num_samples == 4
+
+
+def test_the_cross_tar_uid_check_runs_as_a_task_not_in_the_driver(ray_local, tmp_path, monkeypatch):
+    """The check reads every uid of the dataset: run in the driver, its memory grew with the rows
+    (528 MB at 4M rows; bench/RESULTS.md "Scale"). With Ray it must be a task."""
+    from curation.download.stage import download
+    from curation.stage import base
+
+    calls: list[tuple[str, bool | None, int]] = []
+    real_map = base.Stage.map
+
+    def spy(self, fn, items, **kw):
+        calls.append((fn.__name__, kw.get("local"), len(items)))
+        return real_map(self, fn, items, **kw)
+
+    monkeypatch.setattr(base.Stage, "map", spy)
+    img = jpeg_bytes(size=(20, 20))
+    src = tmp_path / "in"
+    src.mkdir()
+    _tar(src / "000.tar", [("a.jpg", img), ("b.jpg", img)])
+    _tar(src / "001.tar", [("c.jpg", img), ("d.jpg", img)])
+    ds = download(str(src / "{000..001}.tar"), str(tmp_path / "ds"), input_format="webdataset", image_size=16,
+                  max_bytes=CAP)
+    assert ds.num_samples == 4
+    checks = [c for c in calls if c[0] == "duplicate_uids"]
+    assert checks == [("duplicate_uids", False, 1)], calls  # one item, still not in-process
