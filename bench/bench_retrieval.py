@@ -1,12 +1,12 @@
-"""Retrieval-caption accuracy of a filter CLIP recipe: the demo's (``curation-tiny-rn`` with
-dihedral augmentation) against session 1's (the ViT ``curation-tiny``, no augmentation), same
-seed pairs, same steps, same run.
+"""Retrieval-caption accuracy of a filter CLIP recipe: the demo's (``curation.demo.FILTER_MODEL`` with
+dihedral augmentation and web copies) against session 1's (the ViT ``curation-tiny``, no
+augmentation), same seed pairs, same steps, same run.
 
 Each recipe trains on a fresh synthetic seed set, then captions the held-out clean eval pairs by
 exact top-1 retrieval over ``synth.caption_bank()``; prints exact accuracy, per-attribute
 accuracy (count, colour, shape, background), training seconds and the ratio of exact accuracies.
 
-    python bench/bench_retrieval.py [--steps 900] [--seed-pairs 3000] [--views dihedral]
+    python bench/bench_retrieval.py [--steps 1500] [--seed-pairs 10000] [--views dihedral]
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from curation import demo
 from curation.augment import Views, views
 from curation.caption.retrieval import build_bank, retrieve
 from curation.models import load_clip
@@ -27,9 +28,10 @@ from curation.synth import caption_bank, generate
 from curation.train.data import build_cache
 from curation.train.seed import train_seed_clip
 
-RECIPES = {  # name: (architecture, lr, augment)
-    "demo (curation-tiny-rn + dihedral augmentation)": ("curation-tiny-rn", 4e-3, True),
-    "session 1 (curation-tiny ViT)": ("curation-tiny", 2e-3, False),
+RECIPES = {  # name: (architecture, lr, augment, web copies)
+    f"demo ({demo.FILTER_MODEL} + dihedral augmentation + web copies)":
+        (demo.FILTER_MODEL, demo.FILTER_LR, True, demo.FILTER_WEB_COPIES),
+    "session 1 (curation-tiny ViT)": ("curation-tiny", 2e-3, False, 0),
 }
 
 
@@ -57,8 +59,8 @@ def evaluate(folder: str, arch: str, eval_table, kind: Views) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=900)
-    ap.add_argument("--seed-pairs", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--seed-pairs", type=int, default=10000)
     ap.add_argument("--views", default="none", choices=["none", "flip", "dihedral"])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -69,10 +71,11 @@ def main() -> None:
         pairs = pq.read_table(os.path.join(corpus, "seed.parquet"), columns=["image", "caption"])
         eval_table = pq.read_table(os.path.join(corpus, "eval.parquet"))
         results = {}
-        for name, (arch, lr, augment) in RECIPES.items():
+        for name, (arch, lr, augment, copies) in RECIPES.items():
             t = time.perf_counter()
             folder = train_seed_clip(pairs, out_dir=os.path.join(tmp, arch), model=arch, steps=args.steps,
-                                     batch_size=256, lr=lr, augment=augment, seed=0, log_every=0)
+                                     batch_size=256, lr=lr, augment=augment, seed=0, log_every=0,
+                                     web_copies=copies)
             results[name] = {"train_s": round(time.perf_counter() - t, 1),
                              **{k: round(v, 3) for k, v in evaluate(folder, arch, eval_table, args.views).items()}}
             print(name, json.dumps(results[name]), flush=True)

@@ -41,9 +41,12 @@ DEMO_THRESHOLD = 0.4
 MIN_SCORES_TO_SPLIT = 50
 # the filter CLIP's architecture (models.TINY_CONFIGS): a small ResNet tower, trained with the
 # square's 8 symmetries as augmentation (the synthetic scenes have no orientation)
-FILTER_MODEL = "curation-tiny-rn"
+FILTER_MODEL = "curation-filter-rn"
 FILTER_LR = 4e-3
 FILTER_BATCH = 256
+# re-served copies of each seed pair in the filter CLIP's training set (augment.web_copy): the
+# crawl's images are cropped and recompressed, the seed pairs are whole lossless pictures
+FILTER_WEB_COPIES = 1
 # the code that decides the filter CLIP's weights (part of the cache key)
 _TRAINING_CODE = ("train/seed.py", "train/data.py", "train/losses.py", "train/optim.py", "augment.py", "models.py")
 
@@ -77,7 +80,8 @@ def train_filter_clip(corpus: str, out_dir: str, steps: int, seed: int) -> str:
 
     pairs = pq.read_table(os.path.join(corpus, "seed.parquet"), columns=["image", "caption"])
     return train_seed_clip(pairs, out_dir=out_dir, model=FILTER_MODEL, steps=steps, batch_size=FILTER_BATCH,
-                           lr=FILTER_LR, seed=seed, augment=True, log_every=max(steps // 4, 1))
+                           lr=FILTER_LR, seed=seed, augment=True, web_copies=FILTER_WEB_COPIES,
+                           log_every=max(steps // 4, 1))
 
 
 def filter_clip_key(corpus: str, steps: int, seed: int) -> str:
@@ -94,7 +98,8 @@ def filter_clip_key(corpus: str, steps: int, seed: int) -> str:
     pkg = os.path.dirname(os.path.abspath(__file__))
     code = hashlib.sha256(b"".join(open(os.path.join(pkg, p), "rb").read() for p in _TRAINING_CODE)).hexdigest()
     recipe = {"pairs": h.hexdigest(), "model": FILTER_MODEL, "arch": TINY_CONFIGS[FILTER_MODEL], "steps": steps,
-              "batch_size": FILTER_BATCH, "lr": FILTER_LR, "seed": seed, "augment": True, "code": code,
+              "batch_size": FILTER_BATCH, "lr": FILTER_LR, "seed": seed, "augment": True,
+              "web_copies": FILTER_WEB_COPIES, "code": code,
               "torch": torch.__version__, "open_clip": open_clip.__version__,
               "threads": torch.get_num_threads()}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -270,10 +275,10 @@ class _Worker(threading.Thread):
 def demo(out: str = typer.Option("out/demo", "--out", help="where everything is written"),
          samples: int = typer.Option(2000, "--samples", help="corpus size (records)"),
          seed: int = typer.Option(0, "--seed"),
-         seed_pairs: int = typer.Option(3000, help="clean seed pairs the filter CLIP trains on"),
+         seed_pairs: int = typer.Option(10000, help="clean seed pairs the filter CLIP trains on"),
          seed_steps: int = typer.Option(1500, help="training steps of the filter CLIP (batch 256); fewer "
                                         "for a quick look (the scorecard's quality needs the default)"),
-         train_steps: int = typer.Option(40, help="steps per slice of the continual run"),
+         train_steps: int = typer.Option(20, help="steps per slice of the continual run"),
          fresh: bool = typer.Option(True, help="start from scratch (else resume what is there)"),
          cache: bool = typer.Option(True, help="reuse a filter CLIP trained before from the same seed pairs, "
                                     "recipe and code (--no-cache retrains it)"),

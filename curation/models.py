@@ -34,6 +34,15 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
     },
+    # the demo's filter CLIP since 2026-12-01 (session 6): the ResNet tower at width 20 (2.1M visual
+    # parameters) with a one-layer, 64-wide text tower. A step costs less than curation-tiny-rn's
+    # (109 vs 129 ms, 2 threads): the 2-layer, 128-wide text tower took half of that step for a
+    # vocabulary of ~60 words, and the wider image tower gets the time (bench/RESULTS.md "Demo")
+    "curation-filter-rn": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 20, "head_width": 32},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+    },
     "curation-tiny-coca": {
         "embed_dim": 128,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "patch_size": 8, "head_width": 32,

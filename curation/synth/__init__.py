@@ -12,7 +12,9 @@
   ``expected_status`` is what a correct downloader reports with retries >= 2, a client timeout
   below the server's stall, robots/X-Robots-Tag honoured and only the server's own address
   allowed (see ``corpus.json``'s ``status_notes``).
-- ``seed.parquet`` / ``eval.parquet``: clean 64 px PNG pairs ``image caption class_label slice``.
+- ``seed.parquet`` / ``eval.parquet``: clean 64 px PNG pairs ``image caption class_label slice``
+  (seed captions phrased like the crawl's true alt texts, 5 % of seed images stamped and captioned
+  "... with a watermark"; eval captions are bare ``caption_bank`` entries).
 - ``images/``, ``routes.json`` (what ``SynthServer`` serves) and ``corpus.json`` (rates, counts).
 
 ``SynthServer`` serves a corpus on loopback with its faults; ``write_url_list`` repoints the URL

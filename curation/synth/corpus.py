@@ -185,13 +185,15 @@ CLEAN_SCHEMA = pa.schema([("image", pa.binary()), ("caption", pa.string()),
 
 def clean_pairs(n_per_slice: Sequence[int], slices: Sequence[str], r: np.random.Generator,
                 size: int = 64, stamps: np.random.Generator | None = None,
-                stamp_rate: float = 0.0) -> pa.Table:
+                stamp_rate: float = 0.0, phrasing: np.random.Generator | None = None) -> pa.Table:
     """Clean (image PNG bytes, true caption) pairs: the seed set and the eval sets.
 
     "Clean" means the caption is true. With ``stamps``, ``round(stamp_rate * n)`` of the pairs
     (chosen and drawn from ``stamps``, so ``r``'s draws and every other pair stay the same)
-    carry the crawl's stock-photo watermark, as trusted web pairs do: a seed set drawn from
-    the same world as the crawl, whose filter CLIP then judges the caption through a stamp.
+    carry the crawl's stock-photo watermark, and their caption says so
+    (``noise.SEED_STAMP_CAPTION`` after the scene's caption). With ``phrasing``, each caption
+    is phrased as the crawl's true alt texts are (``noise.describe``, drawn from ``phrasing``);
+    without it, captions are the bare scene captions of ``caption_bank()``.
     """
     total = sum(n_per_slice)
     stamped: set[int] = set()
@@ -204,10 +206,13 @@ def clean_pairs(n_per_slice: Sequence[int], slices: Sequence[str], r: np.random.
             s = sample_scene(r, slice_position(si, len(slices)))
             img = render_scene(s.color, s.shape, s.background, s.count, width=2 * size,
                                height=2 * size, seed=int(r.integers(2**31)))
+            extra = ""
             if stamps is not None and len(rows) in stamped:
                 img = stamp(img, stamps)
+                extra = nz.SEED_STAMP_CAPTION
             img = img.reduce(2)  # 2x supersampling: smooth edges, as a downscaled photo has
-            rows.append({"image": encode(img, "png"), "caption": s.caption,
+            caption = nz.describe(s, phrasing, extra) if phrasing is not None else s.caption + extra
+            rows.append({"image": encode(img, "png"), "caption": caption,
                          "class_label": s.class_label, "slice": slices[si]})
     return pa.Table.from_pylist(rows, schema=CLEAN_SCHEMA)
 
@@ -248,12 +253,13 @@ def generate(out_dir: str | os.PathLike, *, samples: int = 2000, seed: int = 0,
         routes = build_routes(plan, facts, seed)
         (tmp / "routes.json").write_text(json.dumps(routes, indent=1, sort_keys=True))
         streams = rngs(seed)
-        r, stamps, rate = streams["seedset"], streams["seedset_watermark"], nz.SEED_STAMP_RATE
-        k = len(slices)
-        _write_parquet(clean_pairs([seed_samples // k + (i < seed_samples % k) for i in range(k)],
-                                   slices, r, stamps=stamps, stamp_rate=rate), tmp / "seed.parquet")
-        _write_parquet(clean_pairs([eval_per_slice] * k, slices, r, stamps=stamps, stamp_rate=rate),
-                       tmp / "eval.parquet")
+        r, k = streams["seedset"], len(slices)
+        # the seed set as trusted web pairs (phrased like the crawl's alt texts, some stamped);
+        # the eval set in bare bank captions, unstamped (noise.SEED_STAMP_RATE)
+        _write_parquet(clean_pairs([seed_samples // k + (i < seed_samples % k) for i in range(k)], slices, r,
+                                   stamps=streams["seedset_watermark"], stamp_rate=nz.SEED_STAMP_RATE,
+                                   phrasing=streams["seedset_captions"]), tmp / "seed.parquet")
+        _write_parquet(clean_pairs([eval_per_slice] * k, slices, r), tmp / "eval.parquet")
         summary = _summary(truth, samples, seed, base_url, slices, seed_samples, eval_per_slice)
         (tmp / "corpus.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         if out.exists():
@@ -281,7 +287,7 @@ def _summary(truth: pa.Table, samples, seed, base_url, slices, seed_samples, eva
     return {
         "format": "curation-synth/1", "samples": samples, "seed": seed, "base_url": base_url,
         "slices": list(slices), "seed_samples": seed_samples, "eval_per_slice": eval_per_slice,
-        "seed_stamp_rate": nz.SEED_STAMP_RATE,
+        "seed_stamp_rate": nz.SEED_STAMP_RATE, "seed_stamp_caption": nz.SEED_STAMP_CAPTION,
         "rates": {**nz.CAPTION_RATES, **nz.DUP_RATES, **nz.FETCH_RATES, **nz.IMAGE_RATES, **nz.STAMP_RATES},
         "noise_counts": dict(sorted(noise_counts.items())),
         "expected_status_counts": dict(sorted(status_counts.items())),

@@ -23,13 +23,14 @@ IMAGE_RATES: dict[str, float] = {"tiny": 0.02, "extreme_aspect": 0.01}
 # a stock-photo watermark (curation.synth.stamp) on this fraction of records, drawn on clean
 # originals; duplicates of a stamped original carry it too (so its count can exceed the rate)
 STAMP_RATES: dict[str, float] = {"watermark": 0.05}
-# share of the trusted seed and eval pairs (true captions) whose image carries the same stamp.
-# 0: the seed set is stamp-free, so the filter CLIP never sees a stamp and scores a stamped
-# image's true caption like an unrelated one (median 0.10 vs 0.84; the demo's lost mismatch F1).
-# 0.05 (the crawl's rate) fixes that (stamped records F1 0.26 -> 0.79, all records 0.82 -> 0.85)
-# but measured 2026-12-01 it cost retrieval (235 -> 183 of 401 recovered) and the watermark
-# probe on the same embeddings (held-out R 0.93 -> 0.72): bench/RESULTS.md "Demo"
-SEED_STAMP_RATE = 0.0
+# share of the trusted seed pairs whose image carries the crawl's stamp, with " with a watermark"
+# added to their caption (SEED_STAMP_CAPTION): a trusted set describes what it shows. A filter CLIP
+# that never saw a stamp scores a stamped image's true caption like an unrelated one (median 0.10
+# vs 0.84). Stamped seeds with plain captions fix those records but cost shape detail (retrieval
+# 235 -> 183 of 401); captioned, most of the shape accuracy stays (bench/RESULTS.md "Demo"). The
+# eval pairs stay unstamped, in bare captions: they measure retrieval against the caption bank.
+SEED_STAMP_RATE = 0.05
+SEED_STAMP_CAPTION = " with a watermark"
 
 # What a correct downloader (retries >= 2, safe defaults, robots/X-Robots-Tag honoured) reports.
 EXPECTED_STATUS: dict[str, str] = {
@@ -72,11 +73,19 @@ _TEMPLATES = ("{c}", "{c}", "{c}", "{C}.", "photo of {c}", "a picture of {c}",
               "{C} - stock image", "{C} | free download", "illustration: {c}", "{c}, vector art")
 
 
-def describe(scene: Scene, rng: np.random.Generator) -> str:
-    """Alt-text that truly describes ``scene`` in one of the ways web pages phrase it."""
-    c = scene.caption
-    t = _TEMPLATES[rng.integers(len(_TEMPLATES))]
-    return t.format(c=c, C=c[0].upper() + c[1:])
+def describe(scene: Scene, rng: np.random.Generator, extra: str = "") -> str:
+    """Alt-text that truly describes ``scene`` (plus ``extra``, e.g. " with a watermark", after
+    the scene's caption) in one of the ways web pages phrase it."""
+    return _phrase(_TEMPLATES[rng.integers(len(_TEMPLATES))], scene.caption + extra)
+
+
+def phrasings(caption: str) -> set[str]:
+    """Every alt text :func:`describe` can phrase ``caption`` as (``caption`` includes any extra)."""
+    return {_phrase(t, caption) for t in _TEMPLATES}
+
+
+def _phrase(template: str, c: str) -> str:
+    return template.format(c=c, C=c[0].upper() + c[1:])
 
 
 def boilerplate(rng: np.random.Generator) -> str:

@@ -14,8 +14,9 @@ import numpy as np
 from curation.synth.noise import CAPTION_RATES, DUP_RATES, FETCH_RATES, IMAGE_RATES, STAMP_RATES, exact_counts
 from curation.synth.scenes import Scene, sample_scene, slice_position
 
+# append only: a new stream never shifts others
 STREAMS = ("slices", "faults", "scenes", "sizes", "dups", "order", "captions", "render",
-           "server", "seedset", "watermark", "seedset_watermark")  # append only: a new stream never shifts others
+           "server", "seedset", "watermark", "seedset_watermark", "seedset_captions")
 # Fetch faults whose URL never yields a decodable image, so nothing is drawn for them.
 NO_IMAGE = {"http_404", "http_500", "not_image", "too_many_pixels"}
 

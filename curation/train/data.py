@@ -58,7 +58,7 @@ class TensorCache:
                            [self.nbytes[i] for i in il] if self.nbytes else [])
 
 
-def _rows(pairs: Any) -> Iterable[tuple[Any, str, Any, Any]]:
+def pair_rows(pairs: Any) -> Iterable[tuple[Any, str, Any, Any]]:
     """Yield (image, caption, uid, label) from a pyarrow Table, pandas frame or iterable."""
     if hasattr(pairs, "column_names"):  # pyarrow Table
         cols = pairs.column_names
@@ -71,7 +71,7 @@ def _rows(pairs: Any) -> Iterable[tuple[Any, str, Any, Any]]:
     if hasattr(pairs, "to_dict") and hasattr(pairs, "columns"):  # pandas
         import pyarrow as pa
 
-        yield from _rows(pa.Table.from_pandas(pairs, preserve_index=False))
+        yield from pair_rows(pa.Table.from_pandas(pairs, preserve_index=False))
         return
     for item in pairs:
         if isinstance(item, dict):
@@ -93,7 +93,7 @@ def build_cache(pairs: Any, preprocess: Callable, tokenizer: Callable) -> Tensor
         ConfigError: no pairs, or an item that is not an image.
     """
     imgs, caps, uids, labels, nbytes = [], [], [], [], []
-    for i, (image, caption, uid, label) in enumerate(_rows(pairs)):
+    for i, (image, caption, uid, label) in enumerate(pair_rows(pairs)):
         nbytes.append(len(image) if isinstance(image, (bytes, bytearray, memoryview)) else 0)
         imgs.append(preprocess(to_pil(image)))
         caps.append(str(caption))

@@ -163,9 +163,21 @@ def test_seed_and_eval_sets_are_clean(corpus):
     assert seed.num_rows == 60 and Counter(seed["slice"].to_pylist()) == {"2023": 20, "2024": 20, "2025": 20}
     assert Counter(ev["slice"].to_pylist()) == {"2023": 10, "2024": 10, "2025": 10}
     for r in seed.to_pylist() + ev.to_pylist():
-        assert r["caption"] in bank
         img = Image.open(io.BytesIO(r["image"]))
         assert img.format == "PNG" and img.size == (64, 64)
+    assert all(r["caption"] in bank for r in ev.to_pylist())  # eval: bare bank captions
+    # seed: each caption is a web phrasing of a true bank caption, and an exact share of the
+    # pairs says it carries a watermark (those images carry the stamp)
+    from curation.synth import noise as nz
+
+    phrasings = {p: (b, bool(extra)) for b in bank for extra in ("", nz.SEED_STAMP_CAPTION)
+                 for p in nz.phrasings(b + extra)}
+    missing = [r["caption"] for r in seed.to_pylist() if r["caption"] not in phrasings]
+    assert not missing, missing
+    found = [phrasings[r["caption"]] for r in seed.to_pylist()]
+    assert all(r["class_label"] in b for r, (b, _) in zip(seed.to_pylist(), found))
+    assert sum(stamped for _, stamped in found) == round(nz.SEED_STAMP_RATE * seed.num_rows)
+    assert len({r["caption"] for r in seed.to_pylist()} - bank) > 0  # not only bare captions
 
 
 def test_render_scene_is_deterministic():

@@ -67,3 +67,47 @@ def test_dihedral_augmentation_only_flips_and_transposes():
         assert len(matches) == 1, i
         seen.add(matches[0])
     assert seen == set(range(8))
+
+
+def test_web_copy_is_a_recompressed_crop_of_the_same_size_and_reproducible():
+    """A web copy keeps the picture's size and most of its content (a crop of 70-100 % of the
+    area, resized back), carries JPEG loss, and the same generator state gives the same copy."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from curation.augment import web_copy
+    from tests.train.scenes import scenes
+
+    img = Image.open(io.BytesIO(scenes(1, seed=5)[0]["image"])).convert("RGB")
+    a = web_copy(img, np.random.default_rng(3))
+    b = web_copy(img, np.random.default_rng(3))
+    c = web_copy(img, np.random.default_rng(4))
+    assert a.size == img.size and a.mode == "RGB"
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(img, dtype=np.int16))
+    assert diff.max() > 0                        # not the original bytes
+    assert diff.mean() < 40                      # still the same scene, roughly in place
+
+
+def test_web_copies_add_copies_with_the_same_captions(tmp_path):
+    """``web_copies=N`` trains on every pair plus N re-served copies of it (same caption),
+    drawn from the seed: the checkpoint records the pairs it saw, and a rerun is identical."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from curation.train.seed import with_web_copies
+
+    rows = scenes(16, seed=4)
+    pairs = [(r["image"], r["caption"]) for r in rows]
+    out = with_web_copies(pairs, 2, seed=1)
+    assert [r["caption"] for r in out] == [c for _, c in pairs] * 3
+    a = train_seed_clip(pairs, out_dir=str(tmp_path / "a"), steps=2, batch_size=8, seed=1, web_copies=1)
+    b = train_seed_clip(pairs, out_dir=str(tmp_path / "b"), steps=2, batch_size=8, seed=1, web_copies=1)
+    assert json.load(open(f"{a}/config.json"))["pairs"] == 32
+    wa, wb = load_file(f"{a}/model.safetensors"), load_file(f"{b}/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
