@@ -160,7 +160,7 @@ def _check_unique_uids(stage: Stage, writer: DatasetWriter, shard_ids: list[int]
 
     files = [fmt.meta_file(writer.version, sid) for sid in shard_ids]
     # a task, never the driver: its DuckDB aggregate grows with the rows (up to its memory limit)
-    dups = stage.map(duplicate_uids, [writer.url], local=stage.executor_setting() == "local",
+    dups = stage.map(duplicate_uids, [writer.url], whole_dataset=True,
                      storage_options=writer.storage_options, meta_files=files)[0]
     if dups:
         shown = ", ".join(f"{u!r} ({n} times)" for u, n in dups)

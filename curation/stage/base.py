@@ -164,16 +164,20 @@ class Stage(ABC):
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], *, on_done: Callable[[int, Any], None] | None = None,
             num_cpus: float = 1, num_gpus: float = 0, max_in_flight: int | None = None,
-            local: bool | None = None, describe: Callable[[Any], str] | None = None, **kwargs: Any) -> list[Any]:
+            local: bool | None = None, describe: Callable[[Any], str] | None = None,
+            whole_dataset: bool = False, **kwargs: Any) -> list[Any]:
         """``[fn(item, **kwargs) for item in items]``, as Ray tasks; results in item order.
 
         The one way a stage runs distributed work that is not per shard (dedup partitions,
         filter histograms). Tasks are retried when their node is lost, so ``fn`` must be
         deterministic and write only atomically. ``local`` (default: the executor setting is
         ``local``, or there is at most one item) runs in this process instead.
+        ``whole_dataset``: ``fn``'s memory grows with the dataset (one task over all of it,
+        e.g. an aggregate over every shard's metadata), so even a single item runs as a task,
+        never in the driver, unless the executor setting is ``local``.
         """
         if local is None:
-            local = self.executor_setting() == "local" or (len(items) <= 1 and not num_gpus)
+            local = self.executor_setting() == "local" or (len(items) <= 1 and not num_gpus and not whole_dataset)
         if local:
             out = []
             for i, item in enumerate(items):

@@ -197,6 +197,11 @@ def test_stage_map_runs_in_process_or_on_ray(ray_local):
     assert sorted(seen) == [0, 1, 2]
     assert stage.map(_square_pid, [1, 2], local=True) == [(1, os.getpid()), (4, os.getpid())]
     assert LenStage({"executor": "local"}).map(_square_pid, [3]) == [(9, os.getpid())]
+    # one item runs in this process, unless its work is over the whole dataset
+    assert stage.map(_square_pid, [2]) == [(4, os.getpid())]
+    (sq, pid), = stage.map(_square_pid, [2], whole_dataset=True)
+    assert sq == 4 and pid != os.getpid()
+    assert LenStage({"executor": "local"}).map(_square_pid, [3], whole_dataset=True) == [(9, os.getpid())]
 
 
 def _square_pid(x: int) -> tuple[int, int]:

@@ -119,17 +119,17 @@ def test_uids_repeated_across_tars_are_refused_before_the_manifest(ray_local, tm
 def test_the_cross_tar_uid_check_runs_as_a_task_not_in_the_driver(ray_local, tmp_path, monkeypatch):
     """The check reads every uid of the dataset: run in the driver, its memory grew with the rows
     (528 MB at 4M rows; bench/RESULTS.md "Scale"). With Ray it must be a task."""
+    from curation import cluster
     from curation.download.stage import download
-    from curation.stage import base
 
-    calls: list[tuple[str, bool | None, int]] = []
-    real_map = base.Stage.map
+    calls: list[tuple[str, int]] = []  # what went out as Ray tasks
+    real_map = cluster.map_tasks
 
-    def spy(self, fn, items, **kw):
-        calls.append((fn.__name__, kw.get("local"), len(items)))
-        return real_map(self, fn, items, **kw)
+    def spy(fn, items, **kw):
+        calls.append((fn.__name__, len(items)))
+        return real_map(fn, items, **kw)
 
-    monkeypatch.setattr(base.Stage, "map", spy)
+    monkeypatch.setattr(cluster, "map_tasks", spy)
     img = jpeg_bytes(size=(20, 20))
     src = tmp_path / "in"
     src.mkdir()
@@ -139,4 +139,4 @@ def test_the_cross_tar_uid_check_runs_as_a_task_not_in_the_driver(ray_local, tmp
                   max_bytes=CAP)
     assert ds.num_samples == 4
     checks = [c for c in calls if c[0] == "duplicate_uids"]
-    assert checks == [("duplicate_uids", False, 1)], calls  # one item, still not in-process
+    assert checks == [("duplicate_uids", 1)], calls  # one item, still a task, not in-process
