@@ -86,7 +86,7 @@ def train_seed_clip(pairs: Any, *, out_dir: str, model: str = "curation-tiny", p
 
 def _train(pairs: Any, out_dir: str, model: str, pretrained: str | None, steps: int, batch_size: int, lr: float,
            weight_decay: float, warmup: int | None, seed: int, log_every: int, augment: bool,
-           history: list[float] | None, web_copies: int = 0) -> str:
+           history: list[float] | None, web_copies: int) -> str:
     net, preprocess, tokenizer = create_train_model(model, pretrained, seed)
     cache = build_cache(with_web_copies(pairs, web_copies, seed) if web_copies else pairs, preprocess, tokenizer)
     bs = min(batch_size, len(cache))

@@ -78,7 +78,6 @@ def test_web_copy_is_a_recompressed_crop_of_the_same_size_and_reproducible():
     from PIL import Image
 
     from curation.augment import web_copy
-    from tests.train.scenes import scenes
 
     img = Image.open(io.BytesIO(scenes(1, seed=5)[0]["image"])).convert("RGB")
     a = web_copy(img, np.random.default_rng(3))
